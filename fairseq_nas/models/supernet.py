@@ -1,0 +1,88 @@
+"""The heterogeneous weight-sharing supernet, registered as fairseq model `supernet` with
+one architecture per shipped search space."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model, register_model_architecture
+
+from fairseq_nas.models.base import ElasticEncoderDecoder, build_stacks
+from fairseq_nas.models.config import SupernetConfig, resolve_space, set_defaults
+from fairseq_nas.models.plan import plan_from_space
+from fairseq_nas.space import Subnet
+
+logger = logging.getLogger(__name__)
+
+# arch name -> defaults (the search space and regularisation of its paper)
+SUPERNET_ARCHS: dict[str, dict[str, Any]] = {
+    "supernet_hat_iwslt14": dict(search_space="hat_iwslt14", dropout=0.3, attention_dropout=0.1),
+    "supernet_hat_wmt14": dict(search_space="hat_wmt14", dropout=0.3, attention_dropout=0.1,
+                               share_all_embeddings=True),
+    "supernet_ranknas_iwslt14": dict(search_space="ranknas_iwslt14", dropout=0.3, attention_dropout=0.1),
+    "supernet_ranknas_wmt14": dict(search_space="ranknas_wmt14", dropout=0.3, attention_dropout=0.1,
+                                   share_all_embeddings=True),
+    "supernet_shrinknas_iwslt14": dict(search_space="shrinknas_iwslt14", dropout=0.3, attention_dropout=0.1,
+                                       weight_dropout=0.1),
+}
+
+
+@register_model("supernet", dataclass=SupernetConfig)
+class SupernetModel(ElasticEncoderDecoder):
+    """All operator families of the space in every layer, at the space's largest dims.
+
+    The task sets the active subnet before each forward pass (`set_subnet`). Sampler/DSS
+    state travels with the model (`get_extra_state`) because fairseq restores the model's
+    state on resume but not the task's.
+    """
+
+    def __init__(self, cfg: Any, encoder, decoder, space):
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        self.space = space
+        self.sampler_state: Optional[dict] = None
+        self.set_subnet(space.largest())
+
+    @classmethod
+    def add_args(cls, parser):
+        # No defaults on the parser, so each architecture can set its own (fairseq's convention).
+        gen_parser_from_dataclass(parser, SupernetConfig(), delete_default=True)
+
+    @classmethod
+    def build_model(cls, cfg: Any, task):
+        set_defaults(cfg, SUPERNET_ARCHS.get(getattr(cfg, "arch", None) or getattr(cfg, "_name", ""), {}),
+                     SupernetConfig)
+        space = resolve_space(cfg)
+        try:
+            cfg.space_yaml = space.to_yaml()
+        except Exception:  # a read-only config: the space is re-resolved from its name on load
+            logger.warning("could not store the resolved space in the model config")
+        plan = plan_from_space(space)
+        encoder, decoder = build_stacks(cfg, task, plan)
+        model = cls(cfg, encoder, decoder, space)
+        logger.info("supernet space %s: %s subnets", space.name, f"{space.num_subnets():.3g}")
+        return model
+
+    def set_subnet(self, subnet: Subnet) -> None:
+        self.space.validate_subnet(subnet, source="subnet")
+        super().set_subnet(subnet)
+
+    def get_extra_state(self) -> dict:
+        sampler = getattr(self, "sampler", None)
+        return {"sampler": sampler.state_dict() if sampler is not None else self.sampler_state}
+
+    def set_extra_state(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.sampler_state = state.get("sampler")
+
+
+def _arch_fn(defaults: dict[str, Any]):
+    def apply(cfg):
+        set_defaults(cfg, defaults, SupernetConfig)
+
+    return apply
+
+
+for _arch, _defaults in SUPERNET_ARCHS.items():
+    register_model_architecture("supernet", _arch)(_arch_fn(_defaults))
