@@ -1,5 +1,5 @@
 # fairseq-nas: set-up, tests and demo.  Everything runs inside .venv/.
-PYTHON ?= python3.11
+BASE_PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -13,8 +13,8 @@ setup: $(STAMP)
 
 # The stamp depends on the files that define the environment, so a second run is a no-op.
 $(STAMP): requirements.txt requirements-dev.txt setup.py
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@command -v $(BASE_PYTHON) >/dev/null 2>&1 || { echo "error: $(BASE_PYTHON) not found; set BASE_PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	# torch first, pinned to the CPU build, so nothing later resolves a CUDA torch.
 	$(PIP) install -q torch==2.13.0

@@ -106,6 +106,11 @@ def resolve_space(cfg: Any):
                 data[stack]["kernel_size"] = (ks + [ks[-1] if ks else 31] * need)[:need] if ks else None
                 if data[stack]["kernel_size"] is None:
                     del data[stack]["kernel_size"]
+        # A shallower encoder: keep only the encoder-decoder attention choices it can serve.
+        enc_max = max(data["encoder"]["layers"])
+        attn = [k for k in data["decoder"].get("enc_attn_layers") or [] if k <= enc_max]
+        if data["decoder"].get("enc_attn_layers"):
+            data["decoder"]["enc_attn_layers"] = attn or [enc_max]
         space = parse_space(yaml.safe_dump(data, sort_keys=False),
                                 source=f"{space.source} with command-line overrides")
     return space
