@@ -1,10 +1,22 @@
 """fairseq-nas: architecture search for fairseq translation models.
 
-fairseq imports only tasks/ and models/ of a --user-dir on first import; importing them
-here registers everything however the package was first imported.
+fairseq imports only tasks/ and models/ of a --user-dir on its first import of the
+package; `register()` imports every registering module, so the architectures, task and
+criteria exist however the package was first imported. It runs automatically when
+fairseq is already loaded (fairseq-train --user-dir, the hub interface); the pure-Python
+parts (space, ranking, search, the `fairseq-nas` CLI) do not load torch or fairseq.
 """
-from fairseq_nas import safe_globals  # noqa: F401  (registers torch.load safe globals)
-from fairseq_nas.models import subnet, supernet  # noqa: F401
-from fairseq_nas.tasks import supernet_translation  # noqa: F401
+import sys
 
 __version__ = "0.1.0"
+
+
+def register() -> None:
+    """Register the plugin's fairseq models, task and criteria (idempotent)."""
+    from fairseq_nas import safe_globals  # noqa: F401  (torch.load safe globals)
+    from fairseq_nas.models import subnet, supernet  # noqa: F401
+    from fairseq_nas.tasks import supernet_translation  # noqa: F401
+
+
+if "fairseq" in sys.modules:
+    register()

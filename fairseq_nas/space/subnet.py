@@ -61,7 +61,7 @@ class Subnet:
     def stack(self, name: str) -> StackConfig:
         return self.encoder if name == "encoder" else self.decoder
 
-    def with_stack(self, name: str, stack: StackConfig) -> "Subnet":
+    def with_stack(self, name: str, stack: StackConfig) -> Subnet:
         return replace(self, **{name: stack})
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +75,7 @@ class Subnet:
         return self.to_json()
 
     @classmethod
-    def from_dict(cls, d: Any, source: str = "subnet") -> "Subnet":
+    def from_dict(cls, d: Any, source: str = "subnet") -> Subnet:
         """Structural parsing only; `SearchSpace.validate_subnet` checks the values."""
         if not isinstance(d, dict):
             raise SpaceError(source, "<root>", "expected a JSON object with 'encoder' and 'decoder'")
@@ -107,24 +107,26 @@ class Subnet:
                     if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
                         raise SpaceError(source, f"{where}.{intf}", f"expected an integer, got {v!r}")
                 if name == "decoder" and lay.get("enc_attn_layers") is None:
-                    raise SpaceError(source, f"{where}.enc_attn_layers",
-                                     "missing: decoder layers name how many last encoder layers they attend to")
+                    raise SpaceError(source, f"{where}.enc_attn_layers", "missing: decoder layers name "
+                                     "how many last encoder layers they attend to")
                 if name == "encoder" and lay.get("enc_attn_layers") is not None:
-                    raise SpaceError(source, f"{where}.enc_attn_layers", "only decoder layers have this field")
+                    raise SpaceError(source, f"{where}.enc_attn_layers",
+                                     "only decoder layers have this field")
                 parsed.append(LayerConfig(**lay))
             stacks[name] = StackConfig(embed_dim=emb, layers=tuple(parsed))
         return cls(**stacks)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "subnet") -> "Subnet":
+    def from_json(cls, text: str, source: str = "subnet") -> Subnet:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SpaceError(source, "<json>", f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})")
+            raise SpaceError(source, "<json>",
+                             f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
         return cls.from_dict(d, source)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Subnet":
+    def load(cls, path: str | Path) -> Subnet:
         p = Path(path)
         if not p.is_file():
             raise SpaceError(str(p), "<file>", "no such subnet file (expected a JSON subnet)")

@@ -1,0 +1,1 @@
+"""`fairseq-nas` command line: thin wrappers over the packages; see `main.SUBCOMMANDS`."""
