@@ -5,7 +5,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, env
 
 
@@ -18,3 +17,14 @@ def demo_data(tmp_path_factory) -> Path:
                           capture_output=True, text=True, env=env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out / "data-bin"
+
+
+@pytest.fixture(scope="session")
+def trained_supernet(demo_data, tmp_path_factory) -> Path:
+    """A briefly trained tiny ShrinkNAS supernet checkpoint (shared by export/generate/fine-tune tests)."""
+    from helpers import TINY_SHRINKNAS, fairseq_train
+
+    save = tmp_path_factory.mktemp("supernet")
+    fairseq_train(demo_data, save, TINY_SHRINKNAS + ["--max-update", "60", "--no-epoch-checkpoints",
+                                                      "--seed", "11"])
+    return save / "checkpoint_last.pt"

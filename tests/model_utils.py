@@ -31,6 +31,6 @@ def toy_dictionary(n: int = 40) -> Dictionary:
 
 def build_supernet(space: str, dictionary: Dictionary | None = None, **overrides) -> SupernetModel:
     d = dictionary or toy_dictionary()
-    cfg = SupernetConfig(search_space=space, dropout=0.0, **{**SMALL_SPACES.get(space, {}), **overrides})
+    cfg = SupernetConfig(search_space=space, **{"dropout": 0.0, **SMALL_SPACES.get(space, {}), **overrides})
     task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
     return SupernetModel.build_model(cfg, task).eval()

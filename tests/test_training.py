@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers import (
     TINY_HAT,
     TINY_RANKNAS,

@@ -27,6 +27,7 @@ class StackPlan:
     embed: int
     qkv_dim: Optional[int]  # fixed attention width; None: the active embed dim
     layers: tuple[LayerPlan, ...]
+    final_norm: bool = True  # only built where some active config uses it
 
     @property
     def qkv_max(self) -> int:
@@ -68,7 +69,7 @@ def plan_from_space(space) -> ModelPlan:
             )
             enc_hd = qkv // min_heads if name == "decoder" else 0
             layers.append(LayerPlan(tuple(st.operator), mixers, st.max_ffn_dim, enc_hd))
-        stacks[name] = StackPlan(embed, st.qkv_dim, tuple(layers))
+        stacks[name] = StackPlan(embed, st.qkv_dim, tuple(layers), final_norm="pre" in st.norm)
     return ModelPlan(**stacks)
 
 
@@ -85,5 +86,14 @@ def plan_from_subnet(subnet: Subnet, qkv_dims: dict[str, Optional[int]],
             m = _mixer_max(lay.operator, embed, qkv, lay.heads, lay.heads, lay.rpr_len, kernel_sizes[name][i])
             enc_hd = qkv // lay.heads if name == "decoder" else 0
             layers.append(LayerPlan((lay.operator,), (m,), lay.ffn_dim, enc_hd))
-        stacks[name] = StackPlan(embed, qkv_dims.get(name), tuple(layers))
+        stacks[name] = StackPlan(embed, qkv_dims.get(name), tuple(layers), final_norm=_uses_final_norm(subnet, name))
     return ModelPlan(**stacks)
+
+
+def _uses_final_norm(subnet: Subnet, name: str) -> bool:
+    """The decoder normalises its output after a pre-norm last layer; the encoder normalises each
+    attended state that a pre-norm layer produced (the decoder attends to the last k states)."""
+    if name == "decoder":
+        return subnet.decoder.layers[-1].norm == "pre"
+    k = max(lay.enc_attn_layers or 1 for lay in subnet.decoder.layers)
+    return any(lay.norm == "pre" for lay in subnet.encoder.layers[-k:])

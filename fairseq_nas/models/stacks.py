@@ -52,7 +52,7 @@ class ElasticEncoder(FairseqEncoder):
         self.layers = nn.ModuleList(
             ElasticLayer(lp, plan.embed, plan.qkv_max, decoder=False, **_layer_kwargs(cfg)) for lp in plan.layers
         )
-        self.final_norm = ElasticLayerNorm(plan.embed)
+        self.final_norm = ElasticLayerNorm(plan.embed) if plan.final_norm else None
         self.config: Optional[StackConfig] = None
 
     def set_config(self, config: StackConfig) -> None:
@@ -72,8 +72,10 @@ class ElasticEncoder(FairseqEncoder):
         states = []
         for layer, lay_cfg in zip(self.layers, cfg.layers):
             x = layer(x, lay_cfg, qkv_dim=qkv, padding_mask=mask)
-            # A pre-norm layer's output is un-normalised: the stack's final norm applies to it.
-            states.append(self.final_norm(x) if lay_cfg.norm == "pre" else x)
+            # A pre-norm layer's output is un-normalised: the stack's final norm applies to it. (An exported
+            # subnet builds that norm only if the decoder attends to such a state.)
+            pre = lay_cfg.norm == "pre" and self.final_norm is not None
+            states.append(self.final_norm(x) if pre else x)
         return {
             "encoder_out": [states[-1]],
             "encoder_padding_mask": [padding_mask] if has_pads else [],
@@ -115,7 +117,7 @@ class ElasticDecoder(FairseqIncrementalDecoder):
                          **_layer_kwargs(cfg))
             for lp in plan.layers
         )
-        self.final_norm = ElasticLayerNorm(plan.embed)
+        self.final_norm = ElasticLayerNorm(plan.embed) if plan.final_norm else None
         self.shared_output = output_projection is None
         if not self.shared_output:
             self.output_projection = output_projection

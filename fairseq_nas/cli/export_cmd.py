@@ -1,0 +1,37 @@
+"""`fairseq-nas export`: a subnet of a trained supernet as a normal fairseq checkpoint."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a subnet of a supernet checkpoint as a nas_subnet checkpoint",
+        description="Write a fairseq checkpoint of arch nas_subnet holding exactly the subnet's inherited "
+                    "weights. Fine-tune it with: fairseq-train DATA --user-dir fairseq_nas --arch nas_subnet "
+                    "--subnet SUBNET.json --finetune-from-model OUT ...")
+    p.add_argument("--supernet", required=True, metavar="CKPT", help="supernet checkpoint (fairseq-train output)")
+    p.add_argument("--subnet", required=True, metavar="SUBNET.json", help="the subnet (JSON)")
+    p.add_argument("--out", required=True, metavar="OUT.pt", help="where to write the checkpoint")
+    p.add_argument("--subnet-out", metavar="JSON", help="also write the resolved subnet JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.getLogger("fairseq").setLevel(logging.WARNING)
+    import fairseq_nas
+
+    fairseq_nas.register()
+    from fairseq_nas.models.export import export_checkpoint
+    from fairseq_nas.space import Subnet
+
+    subnet = Subnet.load(args.subnet)
+    model = export_checkpoint(args.supernet, subnet, args.out, subnet_source=args.subnet)
+    n_params = sum(p.numel() for p in model.parameters())
+    if args.subnet_out:
+        from pathlib import Path
+
+        Path(args.subnet_out).write_text(subnet.to_json() + "\n")
+    print(f"exported {args.subnet} from {args.supernet} -> {args.out} ({n_params:,} parameters)")
+    return 0
