@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
-from model_utils import SMALL_SPACES, build_supernet
 
 from fairseq_nas.errors import SpaceError
 from fairseq_nas.space import LayerConfig, StackConfig
+from model_utils import SMALL_SPACES, build_supernet
 
 
 def _batch(dictionary, bsz=3, src_len=9, tgt_len=7, seed=0):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+
 from helpers import (
     TINY_HAT,
     TINY_RANKNAS,
