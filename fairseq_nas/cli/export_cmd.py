@@ -34,4 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
         Path(args.subnet_out).write_text(subnet.to_json() + "\n")
     print(f"exported {args.subnet} from {args.supernet} -> {args.out} ({n_params:,} parameters)")
+    print(f"fine-tune with: fairseq-train DATA --user-dir fairseq_nas --arch nas_subnet --subnet {args.out} "
+          f"--finetune-from-model {args.out} ...")
     return 0
