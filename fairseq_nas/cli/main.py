@@ -16,6 +16,7 @@ from fairseq_nas.errors import FairseqNasError
 
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("space", "fairseq_nas.cli.space_cmd", "show, sample, list and validate search spaces"),
+    ("bleu", "fairseq_nas.cli.bleu_cmd", "score fairseq-generate output: tokenized BLEU and sacreBLEU"),
     ("export", "fairseq_nas.cli.export_cmd", "export a subnet of a supernet checkpoint as a nas_subnet checkpoint"),
 ]
 
