@@ -4,6 +4,7 @@ fairseq-interactive and fairseq's hub interface."""
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 
@@ -48,7 +49,11 @@ def test_finetuned_checkpoint_generates_interactive_and_hub(finetuned, demo_data
                                            "--beam", "5", "--batch-size", "16", "--gen-subset", "test",
                                            "--required-batch-size-multiple", "1"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 40
-    assert "BLEU4" in gen.stdout
+    bleu4 = float(re.search(r"BLEU4 = ([0-9.]+)", gen.stdout).group(1))
+    from fairseq_nas.scoring import parse_generate_output, score
+
+    report = score(*parse_generate_output(gen.stdout), lang="en")
+    assert report.tokenized_bleu == pytest.approx(bleu4, abs=0.02)  # the papers' metric = fairseq's BLEU4
 
     src_line = (demo_data.parent / "raw" / "test.src").read_text().splitlines()[0]
     inter = subprocess.run([sys.executable, "-m", "fairseq_cli.interactive", str(demo_data), "--path", str(ckpt),
