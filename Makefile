@@ -1,5 +1,5 @@
 # fairseq-nas: set-up, tests and demo.  Everything runs inside .venv/.
-BASE_PYTHON ?= python3.11
+BASE_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
