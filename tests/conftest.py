@@ -26,6 +26,6 @@ def trained_supernet(demo_data, tmp_path_factory) -> Path:
     from helpers import TINY_SHRINKNAS, fairseq_train
 
     save = tmp_path_factory.mktemp("supernet")
-    fairseq_train(demo_data, save, TINY_SHRINKNAS + ["--max-update", "60", "--no-epoch-checkpoints",
+    fairseq_train(demo_data, save, TINY_SHRINKNAS + ["--max-update", "40", "--no-epoch-checkpoints",
                                                       "--seed", "11"])
     return save / "checkpoint_last.pt"

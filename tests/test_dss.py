@@ -1,0 +1,234 @@
+"""Dynamic Space Shrinking: Algorithm 1, a DSS step on a trained toy supernet (shrinks the
+space, lowers its mean validation loss, deterministic), DSS inside fairseq-train
+(stop-and-resume equals an uninterrupted run, two CPU ranks agree) and its report."""
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fairseq_nas.sampling import DSSOptions, DSSSampler, SampleSpace, dss_step, evolutionary_exploration
+from fairseq_nas.sampling.dss import DSS_BEST, DSS_DIVERGENCE, DSS_LOG, DSS_SPACE
+from fairseq_nas.sampling.evolution import split_counts
+from fairseq_nas.sampling.scoring import SubnetScorer, make_batches
+from fairseq_nas.space import load_space
+from helpers import TINY_SHRINKNAS, TRAIN_COMMON, env, fairseq_train, free_port, read_jsonl
+
+DSS_ARGS = ["--sampler", "dss", "--dss-every-epochs", "1", "--dss-times", "2", "--dss-population", "8",
+            "--dss-iterations", "2", "--dss-valid-tokens", "400", "--dss-divergence-subnets", "6",
+            "--dss-divergence-tokens", "200"]
+
+
+def _toy_space():
+    return load_space("shrinknas_iwslt14")
+
+
+def test_evolutionary_exploration_follows_algorithm_1():
+    space = _toy_space()
+    target = space.largest()
+
+    def score(s):  # distance to the largest subnet in embed dims and depth
+        return abs(s.encoder.embed_dim - target.encoder.embed_dim) + 50 * abs(s.decoder.depth - 6) + sum(
+            lay.ffn_dim for lay in s.decoder.layers) / 1000
+
+    initial = [space.sample(random.Random(i)) for i in range(20)]
+    runs = [evolutionary_exploration(initial, space, score, random.Random(seed), population=10, iterations=4)
+            for seed in (1, 1, 2)]
+    res = runs[0]
+    assert split_counts(10, 0.3, 0.4, 0.3) == (3, 4, 3)
+    assert len(res.population) == 10 and len({s.key() for s in res.population}) == 10
+    assert res.parent_scores == sorted(res.parent_scores) and len(res.parent_scores) == 3
+    assert res.population[:3] == sorted(res.population[:3], key=score)  # parents first, best first
+    assert res.best_score == score(res.best) <= min(res.initial_scores)
+    assert res.best_score < min(res.initial_scores)  # exploration found better subnets than phase 1
+    assert all(space.contains(s) for s in res.population)
+    assert [s.key() for s in runs[1].population] == [s.key() for s in res.population]  # deterministic
+    assert [s.key() for s in runs[2].population] != [s.key() for s in res.population]
+    with pytest.raises(ValueError):
+        evolutionary_exploration(initial, space, score, random.Random(0), population=10, iterations=1, keep=0.5)
+
+
+def test_sampler_remembers_phase_one_and_samples_the_shrunk_set():
+    space = _toy_space()
+    sampler = DSSSampler(space, seed=3, remember=5)
+    drawn = [sampler.subnet_for_update(u) for u in range(8)]
+    assert sampler.subnet_for_update(7) is drawn[-1]  # micro-batches of one update: one subnet
+    assert [s.key() for s in sampler.remembered()] == [s.key() for s in drawn[-5:]]  # capped, most recent
+    subset = drawn[:3]
+    sampler.apply({"index": 1, "space": [s.to_json() for s in subset], "best": subset[0].to_json()})
+    keys = {s.key() for s in subset}
+    assert all(sampler.subnet_for_update(u).key() in keys for u in range(8, 40))
+    assert sampler.sample_space().finite and sampler.sample_space().size() == 3
+    state = sampler.state_dict()
+    torch.save(state, "/dev/null")  # plain values
+    other = DSSSampler(space, seed=0)
+    other.load_state_dict(json.loads(json.dumps(state)))
+    assert other.state_dict() == state
+    assert [other.subnet_for_update(u).key() for u in range(40, 60)] == [
+        sampler.subnet_for_update(u).key() for u in range(40, 60)]
+
+
+@pytest.fixture(scope="module")
+def supernet_and_valid(trained_supernet, demo_data):
+    from fairseq import checkpoint_utils
+
+    import fairseq_nas
+
+    fairseq_nas.register()
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(trained_supernet)], arg_overrides={"data": str(demo_data)})
+    task.load_dataset("valid")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core machine: more threads only wait for each other
+    yield models[0], task.dataset("valid"), task.target_dictionary.pad()
+    torch.set_num_threads(threads)
+
+
+def test_dss_step_shrinks_the_space_and_lowers_its_mean_loss(supernet_and_valid):
+    model, valid, pad = supernet_and_valid
+    options = DSSOptions(population=12, iterations=3, valid_tokens=10**6, divergence_subnets=8,
+                         divergence_tokens=300)
+
+    def run(seed: int):
+        model.train()
+        sampler = DSSSampler(model.space, seed=seed)
+        for u in range(40):  # phase 1: what training sampled
+            sampler.subnet_for_update(u)
+        before = sampler.sample_space()
+        model.set_subnet(model.space.smallest())
+        result = dss_step(model, sampler, options, valid, pad, index=1, epoch=2, update=40)
+        assert model.training and model.active_subnet == model.space.smallest()  # restored
+        sampler.apply(result)
+        return before, sampler, result
+
+    before, sampler, result = run(seed=5)
+    after = sampler.sample_space()
+    row = result["row"]
+    assert not before.finite and after.finite
+    assert after.size() == row["space_size_after"] <= 12 < before.size() == row["space_size_before"]
+    assert row["initial_subnets"] == 40 and row["best_loss"] == row["score_kept"]["min"]
+    assert row["divergence_before"]["n"] == row["divergence_after"]["n"] == 8
+    assert len(result["divergence"]["before"]) == 8
+
+    # the mean validation loss of the space, on one batch (the whole valid split)
+    scorer = SubnetScorer(model, make_batches(valid, range(len(valid)), 2000), pad)
+    rng = random.Random(0)
+    loss_before = statistics.fmean(scorer.loss(before.sample(rng)) for _ in range(24))
+    loss_after = statistics.fmean(scorer.loss(s) for s in after.subnets)
+    assert loss_after < loss_before, (loss_before, loss_after)
+
+    # deterministic given the seed (and the weights); another seed explores differently
+    _, again, result2 = run(seed=5)
+    assert result2["space"] == result["space"] and result2["best"] == result["best"]
+    assert result2["divergence"] == result["divergence"]
+    _, other, result3 = run(seed=6)
+    assert result3["space"] != result["space"]
+
+
+def test_dss_params_penalty_keeps_subnets_under_the_limit(supernet_and_valid):
+    from fairseq_nas.sampling.scoring import subnet_params
+
+    model, valid, pad = supernet_and_valid
+    space = model.space
+    limit = (subnet_params(model, space.smallest()) + subnet_params(model, space.largest())) // 2
+    sampler = DSSSampler(space, seed=1)
+    for u in range(20):
+        sampler.subnet_for_update(u)
+    options = DSSOptions(population=10, iterations=3, valid_tokens=300, divergence_subnets=0, max_params=limit,
+                         penalty_weight=100.0)
+    result = dss_step(model, sampler, options, valid, pad, index=1)
+    from fairseq_nas.space import Subnet
+
+    best = Subnet.from_json(result["best"])
+    assert subnet_params(model, best) <= limit
+    assert result["row"]["penalized"] and result["row"]["divergence_reduction"] is None
+
+
+def _train(data, save_dir, max_update, log):
+    return fairseq_train(data, save_dir, TINY_SHRINKNAS + DSS_ARGS + [
+        "--max-update", str(max_update), "--seed", "4", "--subnet-log", str(log), "--save-interval-updates", "5",
+        "--no-epoch-checkpoints"])
+
+
+def _dss_rows(save_dir):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(save_dir / DSS_LOG)]
+
+
+def test_dss_training_resume_equals_an_uninterrupted_run(demo_data, tmp_path):
+    # 7 updates per epoch: DSS 1 before epoch 2 (update 7), DSS 2 before epoch 3 (update 14)
+    proc = _train(demo_data, tmp_path / "a", 21, tmp_path / "a.jsonl")
+    (tmp_path / "a.log").write_text(proc.stdout + proc.stderr)
+    _train(demo_data, tmp_path / "b", 7, tmp_path / "b.jsonl")  # stops at an epoch end, before DSS 1
+    _train(demo_data, tmp_path / "b", 10, tmp_path / "b.jsonl")  # runs DSS 1, stops mid-epoch
+    _train(demo_data, tmp_path / "b", 21, tmp_path / "b.jsonl")  # must not redo DSS 1; runs DSS 2
+    a_rows, b_rows = _dss_rows(tmp_path / "a"), _dss_rows(tmp_path / "b")
+    assert [(r["dss"], r["epoch"], r["update"]) for r in a_rows] == [(1, 2, 7), (2, 3, 14)]
+    assert a_rows == b_rows
+    assert a_rows[0]["space_size_after"] <= 8 < a_rows[0]["space_size_before"]
+    assert json.loads((tmp_path / "a" / DSS_BEST).read_text()) == json.loads((tmp_path / "b" / DSS_BEST).read_text())
+    assert json.loads((tmp_path / "a" / DSS_BEST).read_text()) == a_rows[-1]["best"]
+    a_log, b_log = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
+    assert [r["update"] for r in b_log] == list(range(21))
+    assert [r["subnet"] for r in a_log] == [r["subnet"] for r in b_log]
+    space = {json.dumps(json.loads(line), sort_keys=True)
+             for line in (tmp_path / "a" / DSS_SPACE).read_text().splitlines()}
+    assert all(json.dumps(r["subnet"], sort_keys=True) in space for r in a_log[14:])  # trained the shrunk set
+    div = read_jsonl(tmp_path / "a" / DSS_DIVERGENCE)
+    assert [len(r["before"]) for r in div] == [6, 6] and [len(r["after"]) for r in div] == [6, 6]
+    state = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["model"]["_extra_state"]["sampler"]
+    assert state["kind"] == "dss" and state["dss_done"] == 2 and state["updates_seen"] == 21
+    out = (tmp_path / "a.log").read_text()
+    assert "valid_loss_largest" in out
+
+    # the report draws the divergence histograms and the loss curves
+    from fairseq_nas.cli.main import main
+
+    assert main(["report", "dss", str(tmp_path / "a"), "--log", str(tmp_path / "a.log"),
+                 "--out", str(tmp_path / "report")]) == 0
+    for name in ("dss_divergence.png", "dss_losses.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000
+
+
+def test_two_cpu_ranks_end_with_the_same_sample_space(demo_data, tmp_path):
+    port = free_port()
+    log = tmp_path / "subnets.jsonl"
+    procs = []
+    for rank in (0, 1):
+        args = [sys.executable, "-m", "fairseq_cli.train", str(demo_data), "--save-dir", str(tmp_path / "ck"),
+                *TRAIN_COMMON, *TINY_SHRINKNAS, *DSS_ARGS, "--dss-times", "1", "--max-update", "9", "--no-save",
+                "--subnet-log", str(log), "--cpu", "--distributed-world-size", "2", "--distributed-rank", str(rank),
+                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+                "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=env()))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    applied = re.findall(r"DSS 1 applied on rank (\d): sample space of (\d+) subnets, digest (\w+)",
+                         "\n".join(outs))
+    assert sorted(r for r, _, _ in applied) == ["0", "1"]
+    assert len({(n, d) for _, n, d in applied}) == 1  # the same space on both ranks
+    rows = read_jsonl(log)
+    by_rank = {r: {row["update"]: row["subnet"] for row in rows if row["rank"] == r} for r in (0, 1)}
+    assert by_rank[0] == by_rank[1] and sorted(by_rank[0]) == list(range(9))
+    dss_update = read_jsonl(tmp_path / "ck" / DSS_LOG)[0]["update"]
+    space = {json.dumps(json.loads(line), sort_keys=True)
+             for line in (tmp_path / "ck" / DSS_SPACE).read_text().splitlines()}
+    assert 0 < dss_update < 9
+    assert all(json.dumps(by_rank[1][u], sort_keys=True) in space for u in range(dss_update, 9))
+
+
+def test_sample_space_of_a_set_is_uniform_over_it():
+    space = _toy_space()
+    subnets = [space.sample(random.Random(i)) for i in range(3)]
+    ss = SampleSpace(space, subnets)
+    rng = random.Random(0)
+    counts = {s.key(): 0 for s in subnets}
+    for _ in range(300):
+        counts[ss.sample(rng).key()] += 1
+    assert all(60 < c < 140 for c in counts.values())
