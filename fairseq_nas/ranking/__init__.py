@@ -31,6 +31,7 @@ from fairseq_nas.ranking.importance import (
     prune_groups,
     prune_space,
 )
+from fairseq_nas.ranking.latency_model import LatencyModel, latency_accuracy
 from fairseq_nas.ranking.metrics import (
     kendall_tau,
     ndcg_at_k,
@@ -51,6 +52,8 @@ __all__ = [
     "LambdaRanker",
     "GBDTRegressor",
     "MLPRegressor",
+    "LatencyModel",
+    "latency_accuracy",
     "load_ranker",
     "label_pairs",
     "pairwise_logistic_loss",

@@ -1,0 +1,191 @@
+"""Evolutionary and random search under latency/parameter limits (HAT's evolution,
+RankNAS's random search), with the mistakes of HAT's implementation avoided:
+an infeasible limit is an error instead of an endless loop, the best subnet ever seen is
+kept, and the last generation is scored too.
+
+Each generation appends a row to `log` (the population, the best so far and the RNG
+state), so an interrupted search resumes from its last row and continues exactly as an
+uninterrupted one would.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from fairseq_nas.errors import FairseqNasError
+from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints
+from fairseq_nas.space import Subnet
+
+
+@dataclass
+class EvolutionConfig:
+    population: int = 125
+    parents: int = 25
+    mutations: int = 50
+    mutation_prob: float = 0.3
+    crossovers: int = 50
+    generations: int = 30
+    max_tries: int = 50  # batches of attempts for a feasible sample/child before giving up
+    patience: int = 3  # random search: stop after this many rounds without a better best
+    max_rounds: int = 100  # random search: hard limit on rounds
+
+
+@dataclass
+class SearchResult:
+    best: Candidate
+    generations: int
+    evaluations: int
+    history: list[dict] = field(default_factory=list)
+
+
+def _best(cands: Sequence[Candidate]) -> Optional[Candidate]:
+    return max(cands, key=lambda c: c.score) if cands else None
+
+
+def _row(gen: int, pop: Sequence[Candidate], best: Candidate, scorer: CandidateScorer, rng: random.Random) -> dict:
+    scores = [c.score for c in pop]
+    return {"generation": gen, "best": best.to_dict(), "generation_best_score": max(scores),
+            "mean_score": sum(scores) / len(scores), "population_size": len(pop), "evaluated": scorer.n_evaluated,
+            "population": [c.subnet.to_dict() for c in pop], "rng_state": _state_to_json(rng.getstate())}
+
+
+def _state_to_json(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _state_from_json(data) -> tuple:
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)
+
+
+def _feasible_samples(make: Callable[[], Subnet], n: int, scorer: CandidateScorer, cons: Constraints,
+                      max_tries: int, exclude: set[str]) -> tuple[list[Candidate], list[Candidate]]:
+    """Up to n new feasible candidates from `make`, trying batches of n at most max_tries times.
+    Returns (feasible, everything tried)."""
+    found: dict[str, Candidate] = {}
+    tried: list[Candidate] = []
+    for _ in range(max_tries):
+        batch = scorer.evaluate([make() for _ in range(max(n - len(found), 1))])
+        tried.extend(batch)
+        for c in batch:
+            k = c.subnet.key()
+            if k not in exclude and k not in found and cons.feasible(c):
+                found[k] = c
+        if len(found) >= n:
+            break
+    return list(found.values())[:n], tried
+
+
+def _infeasible_error(tried: Sequence[Candidate], cons: Constraints, space) -> FairseqNasError:
+    parts = []
+    if cons.latency_ms is not None:
+        fastest = min((c.latency_ms for c in tried if c.latency_ms is not None), default=None)
+        parts.append(f"--latency-ms {cons.latency_ms:g}: no subnet meets the limit; the fastest predicted "
+                     f"latency seen was {fastest:.2f} ms" if fastest is not None else "")
+    if cons.max_params is not None:
+        smallest = min((c.params for c in tried if c.params is not None), default=None)
+        parts.append(f"--max-params {cons.max_params}: the smallest subnet seen has {smallest} parameters")
+    msg = "; ".join(p for p in parts if p) or "no feasible subnet"
+    return FairseqNasError(f"{msg} ({len(tried)} subnets of space {space.name} tried, including its smallest)")
+
+
+def initial_population(space, scorer: CandidateScorer, cons: Constraints, n: int, rng: random.Random,
+                       max_tries: int) -> list[Candidate]:
+    found, tried = _feasible_samples(lambda: space.sample(rng), n, scorer, cons, max_tries, set())
+    if not found:
+        smallest = scorer.evaluate([space.smallest()])
+        if cons.feasible(smallest[0]):
+            return smallest
+        raise _infeasible_error(tried + smallest, cons, space)
+    return found
+
+
+def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: EvolutionConfig, seed: int = 0,
+                     log: Optional[Callable[[dict], None]] = None, resume_from: Optional[dict] = None,
+                     progress: Optional[Callable[[int], None]] = None) -> SearchResult:
+    rng = random.Random(seed)
+    history: list[dict] = []
+    if resume_from is None:
+        population = initial_population(space, scorer, cons, cfg.population, rng, cfg.max_tries)
+        best = _best(population)
+        start = 0
+    else:
+        population = scorer.evaluate([Subnet.from_dict(d, "search.jsonl") for d in resume_from["population"]])
+        best = scorer.evaluate([Subnet.from_dict(resume_from["best"]["subnet"], "search.jsonl")])[0]
+        rng.setstate(_state_from_json(resume_from["rng_state"]))
+        start = resume_from["generation"] + 1
+        population = _breed(space, scorer, cons, cfg, population, rng)
+    for gen in range(start, cfg.generations + 1):
+        # generation `cfg.generations` is the last bred population: scored, never bred from
+        population = scorer.evaluate([c.subnet for c in population])
+        gen_best = _best(population)
+        if gen_best.score > best.score:
+            best = gen_best
+        row = _row(gen, population, best, scorer, rng)
+        history.append(row)
+        if log:
+            log(row)
+        if progress:
+            progress(gen)
+        if gen < cfg.generations:
+            population = _breed(space, scorer, cons, cfg, population, rng)
+    return SearchResult(best, cfg.generations, scorer.n_evaluated, history)
+
+
+def _breed(space, scorer, cons, cfg: EvolutionConfig, population: list[Candidate], rng: random.Random):
+    parents = sorted(population, key=lambda c: -c.score)[: cfg.parents]
+    keep = {c.subnet.key() for c in parents}
+    mutants, _ = _feasible_samples(
+        lambda: space.mutate(rng.choice(parents).subnet, rng, cfg.mutation_prob), cfg.mutations, scorer, cons,
+        cfg.max_tries, keep)
+    keep |= {c.subnet.key() for c in mutants}
+
+    def cross() -> Subnet:
+        a, b = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
+        return space.crossover(a.subnet, b.subnet, rng)
+
+    children, _ = _feasible_samples(cross, cfg.crossovers, scorer, cons, cfg.max_tries, keep)
+    return parents + mutants + children
+
+
+def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: EvolutionConfig, seed: int = 0,
+                  log: Optional[Callable[[dict], None]] = None, resume_from: Optional[dict] = None,
+                  progress: Optional[Callable[[int], None]] = None) -> SearchResult:
+    """RankNAS's random search: rounds of `population` feasible samples until the best is
+    unchanged for `patience` rounds."""
+    rng = random.Random(seed)
+    history: list[dict] = []
+    best: Optional[Candidate] = None
+    stale, start = 0, 0
+    if resume_from is not None:
+        best = scorer.evaluate([Subnet.from_dict(resume_from["best"]["subnet"], "search.jsonl")])[0]
+        rng.setstate(_state_from_json(resume_from["rng_state"]))
+        stale, start = int(resume_from.get("stale", 0)), resume_from["generation"] + 1
+    for rnd in range(start, cfg.max_rounds):
+        if rnd == 0:
+            batch = initial_population(space, scorer, cons, cfg.population, rng, cfg.max_tries)
+        else:
+            batch, _ = _feasible_samples(lambda: space.sample(rng), cfg.population, scorer, cons, cfg.max_tries,
+                                         set())
+        cand = _best(batch)
+        if cand is not None and (best is None or cand.score > best.score):
+            best, stale = cand, 0
+        else:
+            stale += 1
+        row = _row(rnd, batch or [best], best, scorer, rng)
+        row["stale"] = stale
+        history.append(row)
+        if log:
+            log(row)
+        if progress:
+            progress(rnd)
+        if stale >= cfg.patience:
+            break
+    return SearchResult(best, len(history) + start, scorer.n_evaluated, history)
+
+
+def top_k(scorer: CandidateScorer, cons: Constraints, k: int) -> list[Candidate]:
+    """The k best-scored feasible candidates seen during the search."""
+    return sorted((c for c in scorer.all_candidates() if cons.feasible(c)), key=lambda c: -c.score)[:k]

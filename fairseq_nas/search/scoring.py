@@ -1,0 +1,70 @@
+"""Scoring candidates: ranker score, predicted latency and params, cached per subnet."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from fairseq_nas.space import Subnet, encode_many
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subnet: Subnet
+    score: float  # ranker score: higher = better
+    latency_ms: Optional[float]  # predicted
+    params: Optional[int]
+
+    def to_dict(self) -> dict:
+        return {"subnet": self.subnet.to_dict(), "score": self.score, "latency_ms": self.latency_ms,
+                "params": self.params}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    latency_ms: Optional[float] = None
+    max_params: Optional[int] = None
+
+    def feasible(self, c: Candidate) -> bool:
+        if self.latency_ms is not None and c.latency_ms is not None and c.latency_ms > self.latency_ms:
+            return False
+        return not (self.max_params is not None and c.params is not None and c.params > self.max_params)
+
+
+class CandidateScorer:
+    """Batch-scores subnets; each distinct subnet is encoded and predicted once.
+
+    `feature_space` is the space the ranker and latency model were fit on: features are
+    always encoded in it, also when the search runs in a pruned space.
+    """
+
+    def __init__(self, feature_space, score_fn: Callable[[np.ndarray], np.ndarray],
+                 latency_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 params_fn: Optional[Callable[[Subnet], int]] = None):
+        self.feature_space = feature_space
+        self.score_fn, self.latency_fn, self.params_fn = score_fn, latency_fn, params_fn
+        self.cache: dict[str, Candidate] = {}
+
+    @property
+    def n_evaluated(self) -> int:
+        return len(self.cache)
+
+    def evaluate(self, subnets: Sequence[Subnet]) -> list[Candidate]:
+        keys = [s.key() for s in subnets]
+        todo: dict[str, Subnet] = {}
+        for k, s in zip(keys, subnets):
+            if k not in self.cache and k not in todo:
+                todo[k] = s
+        if todo:
+            new = list(todo.values())
+            X = encode_many(new, self.feature_space)
+            scores = np.asarray(self.score_fn(X), dtype=float)
+            lat = np.asarray(self.latency_fn(X), dtype=float) if self.latency_fn else [None] * len(new)
+            for k, s, sc, la in zip(todo, new, scores, lat):
+                params = int(self.params_fn(s)) if self.params_fn else None
+                self.cache[k] = Candidate(s, float(sc), None if la is None else float(la), params)
+        return [self.cache[k] for k in keys]
+
+    def all_candidates(self) -> list[Candidate]:
+        return list(self.cache.values())

@@ -1,0 +1,130 @@
+"""Search under limits: deterministic, respects limits, keeps the best ever, resumes
+exactly, fails clearly when infeasible, and evolution beats random search."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from fairseq_nas.errors import FairseqNasError
+from fairseq_nas.search import (
+    CandidateScorer,
+    Constraints,
+    EvolutionConfig,
+    evolution_search,
+    plot_pareto,
+    random_search,
+    soft_pareto_front,
+    top_k,
+)
+from fairseq_nas.space import encode_many, feature_names, parse_space
+
+SMALL_SPACE = """
+name: tiny
+encoder: {layers: [2], embed_dim: [16, 32], ffn_dim: [32, 64], heads: [2, 4]}
+decoder: {layers: [1, 2], embed_dim: [16, 32], ffn_dim: [32, 64], heads: [2, 4], enc_attn_layers: [1, 2]}
+"""
+
+
+@pytest.fixture(scope="module")
+def space():
+    return parse_space(SMALL_SPACE, "tiny.yaml")
+
+
+def _synthetic(space, target_seed=123):
+    """A ranker whose best subnet is known: score = number of features equal to the target's."""
+    target = space.sample(random.Random(target_seed))
+    t = encode_many([target], space)[0]
+
+    def score(X):
+        return np.sum(np.where(np.isnan(X) & np.isnan(t), 1.0, X == t), axis=1)
+
+    def latency(X):  # grows with widths and depth: a realistic shape for a latency model
+        return np.nansum(X, axis=1) / 10.0
+
+    return target, score, latency
+
+
+def _evals_to_find(scorer, target) -> int:
+    keys = list(scorer.cache)
+    return keys.index(target.key()) + 1 if target.key() in scorer.cache else len(keys) + 10**6
+
+
+SMALL_EVO = EvolutionConfig(population=20, parents=5, mutations=8, mutation_prob=0.3, crossovers=7, generations=40)
+
+
+def test_evolution_finds_the_known_best_in_fewer_evaluations_than_random(space):
+    """Random search gets as many evaluations as evolution needed: it rarely finds the best."""
+    assert space.num_subnets() > 2000
+    evo_evals, random_found = [], 0
+    for seed in range(5):
+        target, score, _ = _synthetic(space, 100 + seed)
+        s1 = CandidateScorer(space, score)
+        res = evolution_search(space, s1, Constraints(), SMALL_EVO, seed=seed)
+        assert res.best.subnet == target
+        evo_evals.append(_evals_to_find(s1, target))
+        s2 = CandidateScorer(space, score)
+        rounds = evo_evals[-1] // 20 + 1
+        random_search(space, s2, Constraints(), EvolutionConfig(population=20, patience=10**6, max_rounds=rounds),
+                      seed=seed)
+        random_found += _evals_to_find(s2, target) <= evo_evals[-1]
+    assert max(evo_evals) < space.num_subnets() / 4, evo_evals
+    assert random_found <= 1, (evo_evals, random_found)
+
+
+def test_deterministic_limits_respected_and_best_ever_kept(space):
+    _, score, latency = _synthetic(space)
+    params = lambda s: s.encoder.embed_dim * 1000 + s.decoder.depth  # noqa: E731
+    cons = Constraints(latency_ms=30.0, max_params=20000)
+    runs = []
+    for _ in range(2):
+        scorer = CandidateScorer(space, score, latency, params)
+        res = evolution_search(space, scorer, cons, SMALL_EVO, seed=7)
+        runs.append((res.best.subnet, [json.dumps(r["population"]) for r in res.history]))
+        for row in res.history:
+            assert len(row["population"]) > 0
+        feasible = [c for c in scorer.all_candidates() if cons.feasible(c)]
+        assert all(cons.feasible(c) for c in top_k(scorer, cons, 10))
+        assert res.best.score == max(c.score for c in feasible)  # best ever, not the last generation's
+        assert res.best.latency_ms <= 30.0 and res.best.params <= 20000
+    assert runs[0] == runs[1]
+    assert len(runs[0][1]) == SMALL_EVO.generations + 1  # the last bred generation is scored too
+
+
+def test_resume_continues_exactly(space):
+    _, score, latency = _synthetic(space)
+    cons = Constraints(latency_ms=40.0)
+    full = evolution_search(space, CandidateScorer(space, score, latency), cons, SMALL_EVO, seed=3)
+    rows = full.history[:12]  # as if killed after generation 11
+    resumed = evolution_search(space, CandidateScorer(space, score, latency), cons, SMALL_EVO, seed=3,
+                               resume_from=rows[-1])
+    assert [r["population"] for r in rows + resumed.history] == [r["population"] for r in full.history]
+    assert resumed.best.subnet == full.best.subnet
+
+
+def test_infeasible_limit_is_an_error_naming_the_fastest_latency(space):
+    _, score, latency = _synthetic(space)
+    scorer = CandidateScorer(space, score, latency)
+    with pytest.raises(FairseqNasError, match=r"--latency-ms 0.5: no subnet meets the limit; the fastest "
+                                              r"predicted latency seen was [0-9.]+ ms"):
+        evolution_search(space, scorer, Constraints(latency_ms=0.5), SMALL_EVO, seed=0)
+    with pytest.raises(FairseqNasError, match="--max-params"):
+        random_search(space, CandidateScorer(space, score, latency, lambda s: 10**9),
+                      Constraints(max_params=5), EvolutionConfig(population=10), seed=0)
+
+
+def test_soft_pareto_front_and_plot(space, tmp_path):
+    _, score, latency = _synthetic(space)
+    scorer = CandidateScorer(space, score, latency)
+    scorer.evaluate([space.sample(random.Random(i)) for i in range(300)])
+    cands = scorer.all_candidates()
+    front = soft_pareto_front(cands, window=6)
+    assert 6 <= len(front) < len(cands)
+    # the best-scored candidate among the fastest ones is always on the front
+    fastest = sorted(cands, key=lambda c: c.latency_ms)[:6]
+    assert all(c in front for c in fastest)
+    out = plot_pareto(cands, tmp_path / "pareto.png", limit_ms=20.0, measured=[(front[0], 12.0)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert feature_names(space)
