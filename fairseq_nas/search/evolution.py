@@ -5,7 +5,8 @@ kept, and the last generation is scored too.
 
 Each generation appends a row to `log` (the population, the best so far and the RNG
 state), so an interrupted search resumes from its last row and continues exactly as an
-uninterrupted one would.
+uninterrupted one would. The row's `evaluated` counts the distinct subnets scored by the
+current process (a resumed process starts counting again).
 """
 from __future__ import annotations
 

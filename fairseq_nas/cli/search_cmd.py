@@ -1,0 +1,230 @@
+"""`fairseq-nas search`: evolution (or random search) in a (pruned) space, fitness from a
+ranker, latency from a latency model, the final top K measured for real on this device."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from fairseq_nas.errors import FairseqNasError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "search", help="search a space under a latency limit: best.json, topk.jsonl, search.jsonl, pareto.png",
+        description="Evolutionary (HAT) or random (RankNAS) search. Candidates are scored by a ranker "
+                    "(fairseq-nas rank), must meet the predicted latency (latency model) and parameter limits; "
+                    "the final top K are measured on this device and the winner is the best-scored one whose "
+                    "measured latency meets the limit.")
+    p.add_argument("--space", required=True, help="space to search (a shipped name or YAML; e.g. a pruned space)")
+    p.add_argument("--ranker", required=True, help="ranker directory (fairseq-nas rank --out DIR, or DIR/ranker)")
+    p.add_argument("--latency-model", help="latency model directory (fairseq-nas rank latency.jsonl "
+                                           "--target latency_ms)")
+    p.add_argument("--latency-ms", type=float, help="latency limit in ms")
+    p.add_argument("--max-params", type=int, help="parameter limit")
+    p.add_argument("--feature-space", help="space the ranker/latency model were fit on (default: recorded "
+                                           "with the ranker, else --space)")
+    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search from OUT/search.jsonl")
+    g = p.add_argument_group("evolution (HAT's defaults)")
+    g.add_argument("--population", type=int, default=125)
+    g.add_argument("--parents", type=int, default=25)
+    g.add_argument("--mutations", type=int, default=50)
+    g.add_argument("--mutation-prob", type=float, default=0.3)
+    g.add_argument("--crossovers", type=int, default=50)
+    g.add_argument("--generations", type=int, default=30)
+    g.add_argument("--patience", type=int, default=3, help="random search: rounds without improvement")
+    m = p.add_argument_group("final measurement")
+    m.add_argument("--top-k", type=int, default=5)
+    m.add_argument("--no-measure", action="store_true", help="skip measuring the top K (predicted latency only)")
+    m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
+    m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
+    m.add_argument("--share-all-embeddings", action="store_true")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--runs", type=int, default=300)
+    m.add_argument("--warmup", type=int, default=10)
+    m.add_argument("--src-len", type=int, default=23)
+    p.set_defaults(func=run)
+
+
+def _ranker_dir(path: str) -> Path:
+    p = Path(path)
+    if (p / "ranker").is_dir():
+        return p / "ranker"
+    if not p.exists():
+        raise FairseqNasError(f"{p}: no such ranker directory (fairseq-nas rank --out DIR writes DIR/ranker)")
+    return p
+
+
+def _recorded_space(ranker_dir: Path):
+    from fairseq_nas.space import load_space
+
+    for cand in (ranker_dir / "space.yaml", ranker_dir.parent / "space.yaml"):
+        if cand.is_file():
+            return load_space(str(cand))
+    return None
+
+
+def _load_predictor(path: str, what: str):
+    from fairseq_nas.ranking import load_ranker
+
+    d = _ranker_dir(path)
+    try:
+        return load_ranker(d), d
+    except (FileNotFoundError, ValueError) as e:
+        raise FairseqNasError(f"{d}: {what}: {e}") from None
+
+
+def _vocab(args):
+    if args.dict:
+        from fairseq_nas.latency.vocab import data_bin_vocab
+
+        v = data_bin_vocab(args.dict)
+        return v.src, v.tgt, v.joined
+    if args.vocab_size:
+        return args.vocab_size, args.vocab_size, True
+    return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fairseq_nas.ranking import LatencyModel
+    from fairseq_nas.search import (
+        CandidateScorer,
+        Constraints,
+        EvolutionConfig,
+        evolution_search,
+        plot_pareto,
+        random_search,
+        top_k,
+    )
+    from fairseq_nas.space import Subnet, feature_names, load_space
+
+    space = load_space(args.space)
+    ranker, ranker_dir = _load_predictor(args.ranker, "--ranker")
+    feature_space = load_space(args.feature_space) if args.feature_space else (_recorded_space(ranker_dir) or space)
+    latency_fn = None
+    if args.latency_ms is not None:
+        if not args.latency_model:
+            raise FairseqNasError("--latency-ms needs --latency-model DIR (fit with fairseq-nas rank latency.jsonl "
+                                  "--target latency_ms)")
+        if args.latency_ms <= 0:
+            raise FairseqNasError(f"--latency-ms: expected a positive limit, got {args.latency_ms:g}")
+    if args.latency_model:
+        lat_model, _ = _load_predictor(args.latency_model, "--latency-model")
+        if not isinstance(lat_model, LatencyModel):
+            raise FairseqNasError(f"{args.latency_model}: not a latency model (it holds a "
+                                  f"{type(lat_model).__name__}); fit one with --target latency_ms")
+        latency_fn = lat_model.predict
+    vocab = _vocab(args)
+    params_fn = None
+    if vocab is not None:
+        from fairseq_nas.latency.costs import count_params
+
+        share = args.share_all_embeddings and vocab[2]
+
+        def params_fn(s):
+            return count_params(s, feature_space, vocab[0], vocab[1], share)
+    elif args.max_params is not None:
+        raise FairseqNasError("--max-params needs --dict DIR or --vocab-size V (to count embedding parameters)")
+    if ranker.n_features_in_ != len(feature_names(feature_space)):
+        raise FairseqNasError(f"{ranker_dir}: the ranker was fit on {ranker.n_features_in_} features, space "
+                              f"{feature_space.name} encodes a different number; pass --feature-space")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "search.jsonl"
+    resume_row = None
+    if args.resume and log_path.is_file():
+        rows = []
+        for line in log_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything before it is intact
+        if rows:
+            resume_row = rows[-1]
+            _atomic_write(log_path, "".join(json.dumps(r) + "\n" for r in rows))
+    elif log_path.exists() and not args.resume:
+        log_path.unlink()
+
+    cons = Constraints(args.latency_ms, args.max_params)
+    cfg = EvolutionConfig(args.population, args.parents, args.mutations, args.mutation_prob, args.crossovers,
+                          args.generations, patience=args.patience)
+    scorer = CandidateScorer(feature_space, ranker.predict, latency_fn, params_fn)
+    total = args.generations + 1 if args.strategy == "evolution" else None
+    bar = tqdm(total=total, desc=f"{args.strategy}", unit="gen", file=sys.stderr,
+               initial=(resume_row["generation"] + 1) if resume_row else 0)
+
+    with open(log_path, "a") as log_f:
+        def log(row):
+            log_f.write(json.dumps(row) + "\n")
+            log_f.flush()
+            bar.set_postfix(best=f"{row['best']['score']:.4f}", evaluated=row["evaluated"])
+
+        search = evolution_search if args.strategy == "evolution" else random_search
+        try:
+            result = search(space, scorer, cons, cfg, seed=args.seed, log=log, resume_from=resume_row,
+                            progress=lambda g: bar.update(1))
+        except FairseqNasError:
+            bar.leave = False  # the error is the last line, not a stale progress bar
+            raise
+        finally:
+            bar.close()
+
+    finalists = top_k(scorer, cons, args.top_k)
+    if result.best.subnet.key() not in {c.subnet.key() for c in finalists}:
+        finalists = [result.best] + finalists[: args.top_k - 1]
+    measured = []
+    if not args.no_measure:
+        if vocab is None:
+            raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
+        from fairseq_nas.latency.measure import Protocol, measure
+
+        protocol = Protocol(src_len=args.src_len, runs=args.runs, warmup=args.warmup, device=args.device,
+                            threads=args.threads)
+        protocol.check()
+        for c in tqdm(finalists, desc="measuring top K", file=sys.stderr):
+            row = measure(c.subnet, feature_space, vocab[0], vocab[1], protocol,
+                          share_all_embeddings=args.share_all_embeddings and vocab[2])
+            measured.append((c, row["latency_ms"]))
+    rows = []
+    for i, c in enumerate(finalists):
+        m = measured[i][1] if measured else None
+        meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
+        rows.append({"rank": i + 1, **c.to_dict(), "predicted_latency_ms": c.latency_ms, "measured_latency_ms": m,
+                     "meets_limit": meets})
+    _atomic_write(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    winners = [r for r in rows if r["meets_limit"] is not False]
+    if not winners:
+        plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
+        fastest = min(r["measured_latency_ms"] for r in rows)
+        raise FairseqNasError(f"--latency-ms {args.latency_ms:g}: none of the top {len(rows)} meets the limit when "
+                              f"measured (fastest {fastest:.2f} ms); raise --top-k, lower the limit for the search, "
+                              f"or refit the latency model; see {out / 'topk.jsonl'}")
+    best = Subnet.from_dict(winners[0]["subnet"], "topk")
+    _atomic_write(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
+    plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
+
+    print(f"{args.strategy} search in {space.name}: {result.evaluations} subnets scored, "
+          f"{len(result.history)} generations/rounds")
+    print(f"{'rank':>4} {'score':>10} {'pred ms':>9} {'meas ms':>9} {'params':>12}  meets")
+    for r in rows:
+        pm = "" if r["predicted_latency_ms"] is None else f"{r['predicted_latency_ms']:.2f}"
+        mm = "" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.2f}"
+        pa = "" if r["params"] is None else f"{r['params']:,}"
+        print(f"{r['rank']:>4} {r['score']:>10.4f} {pm:>9} {mm:>9} {pa:>12}  {r['meets_limit']}")
+    print(f"best: {out / 'best.json'} (rank {winners[0]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
+    return 0

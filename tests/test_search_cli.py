@@ -1,0 +1,108 @@
+"""`fairseq-nas search` end to end: a ranker and a latency model fit on real measurements of
+a trained supernet's space, the search under a limit with the top K measured for real, and
+best.json exported and fine-tuned through the export issue's commands."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fairseq_nas.ranking import LatencyModel, PairwiseRanker
+from fairseq_nas.space import encode_many
+from helpers import USER_DIR, env, run_cli, train_losses
+
+SEARCH = ["--population", "16", "--parents", "4", "--mutations", "6", "--crossovers", "6", "--generations", "4",
+          "--top-k", "3", "--runs", "5", "--warmup", "1", "--seed", "2"]
+
+
+@pytest.fixture(scope="module")
+def predictors(trained_supernet, demo_data, tmp_path_factory):
+    """A latency model fit on latencies measured here, and a ranker on a synthetic quality label."""
+    import torch
+
+    from fairseq_nas.latency.measure import Protocol, measure
+    from fairseq_nas.latency.vocab import data_bin_vocab
+    from fairseq_nas.models.export import load_supernet_checkpoint, supernet_from_checkpoint
+
+    work = tmp_path_factory.mktemp("search")
+    space, _ = supernet_from_checkpoint(load_supernet_checkpoint(trained_supernet))
+    space.save(work / "space.yaml")
+    vocab = data_bin_vocab(demo_data)
+    subnets = [space.sample(random.Random(i)) for i in range(40)]
+    torch.manual_seed(0)
+    ms = [measure(s, space, vocab.src, vocab.tgt, Protocol(runs=5, warmup=1))["latency_ms"] for s in subnets]
+    X = encode_many(subnets, space)
+    LatencyModel(min_child_samples=3).fit(X, ms).save(work / "latency")
+    quality = np.array([s.encoder.embed_dim + s.decoder.embed_dim + 10 * s.decoder.depth for s in subnets])
+    PairwiseRanker(min_child_samples=3).fit(X, quality).save(work / "ranker")
+    return work, float(np.median(ms)), space
+
+
+def _search(work, limit, *extra, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fairseq_nas.cli.main", "search", "--space",
+                           str(work / "space.yaml"), "--ranker", str(work / "ranker"), "--latency-model",
+                           str(work / "latency"), "--latency-ms", f"{limit:.3f}", "--out", str(work / "out"),
+                           *SEARCH, *extra], capture_output=True, text=True, env=env(), timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_search_writes_outputs_measures_only_top_k_and_meets_the_limit(predictors, demo_data):
+    work, median_ms, space = predictors
+    limit = median_ms * 1.5
+    proc = _search(work, limit, "--dict", str(demo_data))
+    out = work / "out"
+    best = json.loads((out / "best.json").read_text())
+    space.validate_subnet(__import__("fairseq_nas.space", fromlist=["Subnet"]).Subnet.from_dict(best))
+    top = [json.loads(line) for line in (out / "topk.jsonl").read_text().splitlines()]
+    assert len(top) == 3 and all(r["measured_latency_ms"] is not None for r in top)
+    winner = next(r for r in top if r["subnet"] == best)
+    assert winner["measured_latency_ms"] <= limit and all(r["predicted_latency_ms"] <= limit for r in top)
+    gens = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert [g["generation"] for g in gens] == list(range(5))
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rank" in proc.stdout and "best:" in proc.stdout
+
+
+def test_search_is_deterministic_and_resumes(predictors, demo_data):
+    work, median_ms, _ = predictors
+    _search(work, median_ms * 1.5, "--no-measure")
+    first = (work / "out" / "search.jsonl").read_text()
+    lines = first.splitlines(keepends=True)
+    (work / "out" / "search.jsonl").write_text("".join(lines[:2]) + lines[2][:40])  # killed mid-write
+    _search(work, median_ms * 1.5, "--no-measure", "--resume")
+
+    def rows(text):  # "evaluated" counts the subnets scored by the current process only
+        return [{k: v for k, v in json.loads(line).items() if k != "evaluated"} for line in text.splitlines()]
+
+    assert rows((work / "out" / "search.jsonl").read_text()) == rows(first)
+
+
+def test_infeasible_limit_is_a_one_line_error(predictors):
+    work, _, _ = predictors
+    proc = _search(work, 0.001, "--no-measure", check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("fairseq-nas: error: --latency-ms 0.001: no subnet meets the limit; the fastest "
+                                "predicted latency seen was")
+
+
+def test_best_json_exports_and_finetunes(predictors, trained_supernet, demo_data):
+    work, median_ms, _ = predictors
+    _search(work, median_ms * 1.5, "--no-measure")
+    best = work / "out" / "best.json"
+    run_cli("fairseq_nas.cli.main", ["export", "--supernet", str(trained_supernet), "--subnet", str(best),
+                                     "--out", str(work / "best.pt")])
+    ft = run_cli("fairseq_cli.train", [str(demo_data), "--user-dir", USER_DIR, "--arch", "nas_subnet", "--subnet",
+                                       str(work / "best.pt"), "--finetune-from-model", str(work / "best.pt"),
+                                       "--optimizer", "adam", "--lr", "5e-4", "--max-tokens", "1500",
+                                       "--criterion", "label_smoothed_cross_entropy", "--max-update", "3",
+                                       "--no-progress-bar", "--log-format", "json", "--log-interval", "1",
+                                       "--save-dir", str(work / "ft"), "--no-epoch-checkpoints"])
+    assert len(train_losses(ft.stdout + ft.stderr)) == 3
+    assert (work / "ft" / "checkpoint_last.pt").is_file()
