@@ -18,6 +18,11 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("space", "fairseq_nas.cli.space_cmd", "show, sample, list and validate search spaces"),
     ("bleu", "fairseq_nas.cli.bleu_cmd", "score fairseq-generate output: tokenized BLEU and sacreBLEU"),
     ("export", "fairseq_nas.cli.export_cmd", "export a subnet of a supernet checkpoint as a nas_subnet checkpoint"),
+    ("latency", "fairseq_nas.cli.latency_cmd", "measure the latency of subnets on this device (HAT's protocol)"),
+    ("collect", "fairseq_nas.cli.collect_cmd", "inherited-weight validation loss of sampled subnets (archs.jsonl)"),
+    ("rank", "fairseq_nas.cli.rank_cmd", "fit a ranker on archs.jsonl: Kendall tau, importance, pruned space"),
+    ("report", "fairseq_nas.cli.report_cmd", "plots of runs: DSS divergence histograms and loss curves"),
+    ("search", "fairseq_nas.cli.search_cmd", "search a space under a latency limit: best.json, top K, pareto.png"),
 ]
 
 
