@@ -83,6 +83,7 @@ def test_trimmed_mean_drops_the_fastest_and_slowest_tenth():
     assert trimmed_mean([3.0, 1.0, 2.0, 100.0]) == pytest.approx(26.5)  # < 10 runs: nothing dropped
     s = summarize([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0])
     assert s["mean"] == pytest.approx(5.5) and s["median"] == 5.5 and s["std"] == pytest.approx(2.2913, abs=1e-4)
+    assert s["min"] == 1.0
     with pytest.raises(ValueError):
         trimmed([])
 
@@ -107,8 +108,8 @@ def test_measure_row(space_file):
     assert torch.get_num_threads() == before
     assert Subnet.from_dict(row["subnet"]) == subnet
     for part in ("encoder_ms", "decoder_ms", "total_ms"):
-        assert set(row[part]) == {"mean", "median", "std"}
-        assert row[part]["mean"] > 0 and row[part]["median"] > 0 and row[part]["std"] >= 0
+        assert set(row[part]) == {"mean", "median", "std", "min"}
+        assert 0 < row[part]["min"] <= row[part]["median"] and row[part]["mean"] > 0 and row[part]["std"] >= 0
     assert row["latency_ms"] == row["total_ms"]["mean"]
     assert row["encoder_ms"]["mean"] < row["latency_ms"] and row["decoder_ms"]["mean"] < row["latency_ms"]
     assert row["params"] == count_params(subnet, space, 50, 45)
@@ -193,7 +194,7 @@ def test_resume_after_kill(space_file, tmp_path):
     n = 6
     out = tmp_path / "lat.jsonl"
     args = [sys.executable, "-m", "fairseq_nas.cli.main", "latency", "--space", str(space_file), "-n", str(n),
-            "--runs", "40", "--warmup", "2", "--src-len", "10", "--vocab-size", "40", "--out", str(out)]
+            "--runs", "25", "--warmup", "1", "--src-len", "8", "--vocab-size", "40", "--out", str(out)]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
         proc = subprocess.Popen(args, env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
@@ -211,7 +212,7 @@ def test_resume_after_kill(space_file, tmp_path):
     assert 2 <= len(before) < n
     with open(out, "a") as f:  # what a kill in the middle of a write would leave
         f.write(json.dumps(before[0])[:57])
-    assert cli("--space", space_file, "-n", n, "--runs", "40", "--warmup", "2", "--src-len", "10",
+    assert cli("--space", space_file, "-n", n, "--runs", "25", "--warmup", "1", "--src-len", "8",
                "--vocab-size", "40", "--out", out) == 0
     after = read_jsonl(out)  # every line is valid JSON again
     assert len(after) == n and len(set(keys(after))) == n
