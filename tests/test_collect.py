@@ -76,7 +76,7 @@ def test_collect_writes_rows_resumes_and_shards(trained_supernet, demo_data, tmp
     assert {k: r["valid_loss"] for k, r in zip(_keys(shard_rows), shard_rows)} == pytest.approx(by_key)
 
 
-def test_collect_kill_and_resume_has_no_duplicates(trained_supernet, demo_data, tmp_path):
+def test_collect_kill_and_resume_has_no_duplicates(trained_supernet, demo_data, tmp_path, capsys):
     out = tmp_path / "archs.jsonl"
     n = 5
     cmd = [sys.executable, "-m", "fairseq_nas.cli.main", "collect", str(demo_data), "--supernet",
@@ -99,9 +99,8 @@ def test_collect_kill_and_resume_has_no_duplicates(trained_supernet, demo_data, 
         f.write('{"index": 99, "subnet": {"enc')
     assert len(read_rows(out)[0]) == done and read_rows(out)[1]
 
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{n - done} evaluated now, {done} from an earlier run" in proc.stdout
+    assert main(cmd[3:]) == 0  # resume (in this process: saves a start-up)
+    assert f"{n - done} evaluated now, {done} from an earlier run" in capsys.readouterr().out
     rows = read_jsonl(out)
     assert len(rows) == n and len(set(_keys(rows))) == n
     assert sorted(r["index"] for r in rows) == list(range(n))
