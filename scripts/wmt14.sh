@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The full fairseq-nas pipeline on WMT'14 En-De with the papers' settings: a RankNAS (or HAT)
+# supernet with shared embeddings, latency on your device, RankNAS' ranking, pruning and
+# search, export, fine-tuning and BLEU.  See --help; the stages live in scripts/common.sh.
+#
+# GPUs: the training stages use fairseq's own distributed training.  On one machine GPUS=N
+# passes --distributed-world-size N and fairseq starts one process per GPU.  Across machines,
+# start the recipe on every node with LAUNCHER set to torchrun, e.g. on node R of 2 nodes
+# with 8 GPUs each:
+#     LAUNCHER="torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --master_addr HOST0 --master_port 29500" \
+#         GPUS=8 bash scripts/wmt14.sh
+# fairseq then reads RANK/WORLD_SIZE from torchrun's environment (--distributed-world-size is
+# not passed).  Without torchrun, fairseq's own way works too: run the printed fairseq-train
+# command (DRY_RUN=1) on each node with --distributed-init-method tcp://HOST0:PORT
+# --distributed-world-size 16 --distributed-rank $((8 * R)).  The other stages run on one
+# device, on one node.
+#
+# DSS on WMT: at 4096 tokens per GPU an epoch of WMT'14 is ~35k updates on one GPU, so
+# --dss-every-epochs 10 does not fire within 50k updates; DSS is a ShrinkNAS (IWSLT) method.
+# Set SAMPLER_ARGS= for uniform sampling (RankNAS/HAT), or give it a smaller period.
+set -euo pipefail
+
+PROG=wmt14.sh
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+    cat <<USAGE
+usage: bash scripts/$PROG [--work DIR] [--archives FOLDER] [--sample-train N] [--gpus N]
+           [--device cpu|cuda[:N]] [--latency-ms L] [--max-params P] [--arch ARCH] [--space S] [--dry-run]
+
+WMT'14 En-De end to end with the papers' settings (joint BPE 32k, shared embeddings,
+RankNAS' space).
+${STAGES_HELP/PREPARE/prepare-wmt14.sh}
+
+Options (each can also be set by the environment variable in capitals):
+  --work DIR          WORK: working folder (default work/wmt14)
+  --archives FOLDER   ARCHIVES: the folder with the five WMT'14 archives (see
+                      data-prep/prepare-wmt14.sh --help; default: it downloads them)
+  --sample-train N    SAMPLE_TRAIN: train on N random pairs (prepare-wmt14.sh --sample-train)
+  --gpus N            GPUS: GPUs for the training stages (--distributed-world-size N);
+                      0 = train on the CPU (default: the GPUs nvidia-smi lists)
+  --device D          DEVICE: where latency is measured and the search measures its top K:
+                      cpu or cuda[:N] (default cuda if GPUS > 0, else cpu)
+  --latency-ms L      LATENCY_MS: the search's latency limit in ms (default 150)
+  --max-params P      MAX_PARAMS: also a parameter limit
+  --arch ARCH         ARCH: the supernet, supernet_ranknas_wmt14 (default) or supernet_hat_wmt14
+  --space S           SPACE: the search space, a shipped name or a YAML file (default: the
+                      arch's own); the supernet is then trained with --search-space S
+  --dry-run           DRY_RUN=1: print the commands (a runnable script) instead of running them
+  -h, --help          show this help
+$COMMON_ENV_HELP
+USAGE
+}
+
+WORK="${WORK:-work/wmt14}" DATA_INPUT="${ARCHIVES:-}" GPUS="${GPUS:-}" DEVICE="${DEVICE:-}"
+LATENCY_MS="${LATENCY_MS:-150}" MAX_PARAMS="${MAX_PARAMS:-}" DRY_RUN="${DRY_RUN:-0}"
+ARCH="${ARCH:-supernet_ranknas_wmt14}" SAMPLE_TRAIN="${SAMPLE_TRAIN:-}"
+while [[ $# -gt 0 ]]; do
+    arg="$1"
+    if [[ "$arg" == --*=* ]]; then shift; set -- "${arg%%=*}" "${arg#*=}" "$@"; arg="$1"; fi
+    case "$arg" in
+        -h|--help) usage; exit 0 ;;
+        --work) need_value "$@"; WORK="$2"; shift 2 ;;
+        --archives) need_value "$@"; DATA_INPUT="$2"; shift 2 ;;
+        --sample-train) need_value "$@"; SAMPLE_TRAIN="$2"; shift 2 ;;
+        --gpus) need_value "$@"; GPUS="$2"; shift 2 ;;
+        --device) need_value "$@"; DEVICE="$2"; shift 2 ;;
+        --latency-ms) need_value "$@"; LATENCY_MS="$2"; shift 2 ;;
+        --max-params) need_value "$@"; MAX_PARAMS="$2"; shift 2 ;;
+        --arch) need_value "$@"; ARCH="$2"; shift 2 ;;
+        --space) need_value "$@"; SPACE="$2"; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        *) die "unknown option '$arg' (see --help)" ;;
+    esac
+done
+
+PREPARE=prepare-wmt14.sh PREPARE_INPUT_OPT=--archives PREPARE_EXTRA=()
+if [[ -n "$SAMPLE_TRAIN" ]]; then
+    is_posint "$SAMPLE_TRAIN" || die "--sample-train/SAMPLE_TRAIN must be a positive integer, got '$SAMPLE_TRAIN'"
+    PREPARE_EXTRA=(--sample-train "$SAMPLE_TRAIN")
+fi
+BPE_SIZE=32000 TGT_LANG=de SRC_LEN=30
+MODEL_ARGS=(--share-all-embeddings)
+[[ -z "$DATA_INPUT" || -d "$DATA_INPUT" ]] || die "--archives/ARCHIVES $DATA_INPUT is not a folder"
+recipe_setup
+recipe_run
