@@ -140,3 +140,20 @@ def test_rank_skips_a_truncated_last_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "skipped a truncated last line" in captured.err
     assert "rank: 20 subnets" in captured.out
+
+
+def test_rank_latency_target_fits_a_latency_model_that_search_accepts(tmp_path, capsys):
+    from fairseq_nas.ranking import LatencyModel, load_ranker
+
+    space = load_space("hat_iwslt14")
+    rows_path = tmp_path / "latency.jsonl"
+    _write_rows(rows_path, 60, space, target="latency_ms")
+    out = tmp_path / "lat"
+    assert main(["rank", str(rows_path), "--target", "latency_ms", "--baseline", "regression",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "latency model: LightGBM latency model on latency_ms" in text and "within 10%" in text
+    model = load_ranker(out / "ranker")
+    assert isinstance(model, LatencyModel)
+    metrics = json.loads((out / "metrics.json").read_text())["models"]["latency"]
+    assert metrics["kendall_tau"] > 0.5 and metrics["within_10pct"] > 0.5  # predicts ms, not a negated score

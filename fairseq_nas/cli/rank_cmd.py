@@ -22,8 +22,10 @@ OBJECTIVES = {
     "lambdarank": ("LambdaRanker", "LambdaRank GBDT (AceNAS)"),
     "regression": ("GBDTRegressor", "GBDT regression"),
     "mlp": ("MLPRegressor", "MLP regression (HAT)"),
+    "latency": ("LatencyModel", "LightGBM latency model"),
 }
 BASELINE = "regression"
+LATENCY_BASELINE = "mlp"  # HAT's latency predictor
 
 DESCRIPTION = """\
 Fit a ranker on rows of (subnet, target) and measure it on held-out rows.
@@ -45,8 +47,13 @@ def add_parser(sub) -> None:
     p.add_argument("rows", nargs="+", metavar="ROWS.jsonl", help="rows files (e.g. the shards of collect)")
     p.add_argument("--target", default="valid_loss",
                    help="the row field to rank by: valid_loss (default), valid_nll_loss, bleu, latency_ms, ...")
-    p.add_argument("--objective", choices=tuple(OBJECTIVES), default="pairwise",
-                   help="pairwise (RankNAS, default), lambdarank (AceNAS), regression (GBDT), mlp (HAT)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
+                   help="pairwise (RankNAS; default), lambdarank (AceNAS), regression (GBDT), mlp (HAT), latency "
+                        "(LightGBM on log ms; the default for a latency target: the model search --latency-model "
+                        "takes)")
+    p.add_argument("--baseline", choices=(*OBJECTIVES, "none"), default=None,
+                   help="model fit on the same split for comparison (default: regression; mlp, HAT's predictor, "
+                        "for the latency model)")
     p.add_argument("--space", metavar="NAME|FILE", help="the rows' search space (default: see above)")
     p.add_argument("--train-fraction", type=float, default=0.8,
                    help="share of the rows to fit on; the rest is held out (default 0.8; 1 = no hold-out)")
@@ -78,13 +85,29 @@ def use_case(target: str) -> str:
 
 
 def _fit(objective: str, seed: int, X, y, names) -> tuple[Any, float]:
+    """Fit on the oriented target y (higher = better); the latency model fits the latency itself (-y)."""
     ranker = make_ranker(objective, seed)
     t = time.perf_counter()
     try:
-        ranker.fit(X, y, feature_names=names)
+        ranker.fit(X, -y if objective == "latency" else y, feature_names=names)
     except ValueError as e:
         raise FairseqNasError(f"fitting the {OBJECTIVES[objective][1]}: {' '.join(str(e).split())}") from None
     return ranker, time.perf_counter() - t
+
+
+def _oriented(objective: str, model):
+    """A view of `model` whose predict is higher = better (the latency model predicts ms)."""
+    if objective != "latency":
+        return model
+
+    class _Negated:
+        n_features_in_ = model.n_features_in_
+        feature_names_ = model.feature_names_
+
+        def predict(self, X):
+            return -model.predict(X)
+
+    return _Negated()
 
 
 def _scores(y, pred) -> dict[str, float]:
@@ -113,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
         raise FairseqNasError("--importance-samples must be >= 2 and --importance-repeats >= 1")
     target = args.target
     direction = args.direction or target_direction(target)
+    latency_case = use_case(target) == "latency model" and direction == "lower"
+    if args.objective is None:
+        args.objective = "latency" if latency_case else "pairwise"
+    if args.objective == "latency" and not latency_case:
+        raise FairseqNasError(f"--objective latency: needs a latency target where lower is better, got {target}")
+    baseline = args.baseline or (LATENCY_BASELINE if args.objective == "latency" else BASELINE)
     rs = load_rowset(args.rows, target, args.space)
     for path in rs.truncated:
         print(f"warning: {path}: skipped a truncated last line (an interrupted writer)", file=sys.stderr)
@@ -143,16 +172,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{what}: {label} on {target}; {direction} is better, so it is fit on {fit_on} (higher score = better)")
     print(f"split: {tr.size} train / {te.size} held-out (seed {args.seed})")
 
-    objectives = [args.objective] + ([BASELINE] if args.objective != BASELINE else [])
+    objectives = [args.objective] + ([baseline] if baseline not in (args.objective, "none") else [])
     models: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for obj in objectives:
         model, secs = _fit(obj, args.seed, X[tr], y[tr], names)
         models[obj] = model
         res: dict[str, Any] = {"model": OBJECTIVES[obj][1], "fit_s": secs}
+        scorer = _oriented(obj, model)
         if te.size:
-            res.update(_scores(y[te], model.predict(X[te])))
-        res["train_kendall_tau"] = _scores(y[tr], model.predict(X[tr]))["kendall_tau"]
+            res.update(_scores(y[te], scorer.predict(X[te])))
+            if latency_case:
+                from fairseq_nas.ranking import latency_accuracy
+
+                res.update(latency_accuracy(-y[te], -scorer.predict(X[te])))
+        res["train_kendall_tau"] = _scores(y[tr], scorer.predict(X[tr]))["kendall_tau"]
         results[obj] = res
 
     if te.size:
@@ -161,9 +195,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'model':<{w}}{'kendall_tau':>12}{'spearman_rho':>14}{'ndcg@10':>10}{'fit_s':>9}")
         for obj in objectives:
             r = results[obj]
-            tag = " (baseline)" if obj == BASELINE else ""
+            tag = " (baseline)" if obj == baseline else ""
+            extra = (f"   within 5%: {r['within_5pct']:.0%}  within 10%: {r['within_10pct']:.0%}"
+                     if latency_case else "")
             print(f"  {OBJECTIVES[obj][1] + tag:<{w}}{r['kendall_tau']:>12.4f}{r['spearman_rho']:>14.4f}"
-                  f"{r['ndcg@10']:>10.4f}{r['fit_s']:>9.2f}")
+                  f"{r['ndcg@10']:>10.4f}{r['fit_s']:>9.2f}{extra}")
     else:
         print("no held-out rows (--train-fraction 1): no ranking quality is reported; importance uses training rows")
 
@@ -182,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             constant.append(g)
         else:
             varying[g] = cols
-    importance = permutation_importance(model, X[imp_rows], y[imp_rows], groups=varying,
+    importance = permutation_importance(_oriented(args.objective, model), X[imp_rows], y[imp_rows], groups=varying,
                                         n_repeats=args.importance_repeats, seed=args.seed)
     all_importance = {g: importance.get(g, 1.0) for g in groups}
     where = "held-out" if te.size >= 2 else "training"
@@ -209,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         "metric": "1 - kendall_tau", "objective": args.objective, "target": target}, indent=2) + "\n")
     metrics = {
         "use_case": what, "target": target, "direction": direction, "fit_on": fit_on,
-        "objective": args.objective, "baseline": BASELINE, "space": space.name, "space_source": rs.space_source,
+        "objective": args.objective, "baseline": baseline, "space": space.name, "space_source": rs.space_source,
         "rows": [str(p) for p in args.rows], "n_rows": n, "n_train": int(tr.size), "n_test": int(te.size),
         "duplicates": rs.duplicates, "train_fraction": args.train_fraction, "seed": args.seed,
         "refit_on_all_rows": bool(args.refit), "models": results,
