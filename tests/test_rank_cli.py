@@ -147,7 +147,10 @@ def test_rank_latency_target_fits_a_latency_model_that_search_accepts(tmp_path, 
 
     space = load_space("hat_iwslt14")
     rows_path = tmp_path / "latency.jsonl"
-    _write_rows(rows_path, 60, space, target="latency_ms")
+    rows = _write_rows(rows_path, 60, space, target="latency_ms")
+    for r in rows:  # latencies are positive
+        r["latency_ms"] = 20.0 - 5.0 * r["latency_ms"]
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "lat"
     assert main(["rank", str(rows_path), "--target", "latency_ms", "--baseline", "regression",
                  "--out", str(out)]) == 0
