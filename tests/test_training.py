@@ -53,15 +53,15 @@ def test_same_seed_same_subnets_and_resume_continues_the_sequence(demo_data, tmp
     def run(save_dir, max_update, seed, log):
         fairseq_train(demo_data, save_dir, TINY_SHRINKNAS + [
             "--max-update", str(max_update), "--seed", str(seed), "--subnet-log", str(log),
-            "--save-interval-updates", "6", "--no-epoch-checkpoints"])
+            "--save-interval-updates", "4", "--no-epoch-checkpoints", "--disable-validation"])
 
-    run(tmp_path / "a", 12, 5, tmp_path / "a.jsonl")
-    run(tmp_path / "b", 6, 5, tmp_path / "b.jsonl")  # stopped after 6 updates ...
-    run(tmp_path / "b", 12, 5, tmp_path / "b.jsonl")  # ... and resumed from checkpoint_last.pt
+    run(tmp_path / "a", 8, 5, tmp_path / "a.jsonl")
+    run(tmp_path / "b", 4, 5, tmp_path / "b.jsonl")  # stopped after 4 updates ...
+    run(tmp_path / "b", 8, 5, tmp_path / "b.jsonl")  # ... and resumed from checkpoint_last.pt
     a, b = (read_jsonl(tmp_path / f"{n}.jsonl") for n in "ab")
-    assert [r["update"] for r in b] == list(range(12))  # no update repeated or skipped
+    assert [r["update"] for r in b] == list(range(8))  # no update repeated or skipped
     assert [r["subnet"] for r in a] == [r["subnet"] for r in b]
-    assert len({str(r["subnet"]) for r in a}) > 6
+    assert len({str(r["subnet"]) for r in a}) > 4
     # the sampler state travelled in the checkpoint (loaded under weights_only=True)
     state = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)
     assert state["model"]["_extra_state"]["sampler"]["kind"] == "uniform"
