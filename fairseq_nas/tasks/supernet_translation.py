@@ -1,4 +1,5 @@
-"""`supernet_translation`: fairseq's translation task, training one sampled subnet per update."""
+"""`supernet_translation`: fairseq's translation task, training one sampled subnet per update,
+with Dynamic Space Shrinking (`--sampler dss`) run from `begin_epoch`."""
 
 import json
 import logging
@@ -16,7 +17,17 @@ from omegaconf import II
 
 from fairseq_nas.errors import FairseqNasError
 from fairseq_nas.models.subnet import load_subnet_arg
-from fairseq_nas.sampling import FixedSampler, UniformSampler, representative_subnets
+from fairseq_nas.sampling import (
+    DSSOptions,
+    DSSSampler,
+    FixedSampler,
+    UniformSampler,
+    dss_step,
+    representative_subnets,
+    space_digest,
+    write_dss_outputs,
+)
+from fairseq_nas.sampling.scoring import load_penalty_fn
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +36,54 @@ logger = logging.getLogger(__name__)
 class SupernetTranslationConfig(TranslationConfig):
     subnet: Optional[str] = field(
         default=None, metadata={"help": "train/evaluate/generate with this fixed subnet (JSON file)"})
-    sampler: ChoiceEnum(["uniform"]) = field(
-        default="uniform", metadata={"help": "how subnets are drawn per update"})
+    sampler: ChoiceEnum(["uniform", "dss"]) = field(
+        default="uniform", metadata={"help": "how subnets are drawn per update: uniform (SPOS) or dss "
+                                             "(uniform from a sample space shrunk by Dynamic Space Shrinking)"})
     valid_subnets: str = field(
         default="largest,smallest",
-        metadata={"help": "subnets whose validation loss is logged (loss_<name>); the first is 'loss'"})
+        metadata={"help": "subnets whose validation loss is logged (loss_<name>): largest, smallest, best "
+                          "(the best subnet of the last DSS; largest before any); the first is 'loss'"})
     subnet_log: Optional[str] = field(
         default=None, metadata={"help": "append one JSON line per update and rank: the subnet trained"})
+    # --- Dynamic Space Shrinking (ShrinkNAS); used with --sampler dss -----------------------------
+    dss_every_epochs: int = field(default=10, metadata={"help": "DSS after every N epochs (ShrinkNAS: 10)"})
+    dss_times: int = field(default=5, metadata={"help": "number of DSS steps (ShrinkNAS: 5)"})
+    dss_population: int = field(
+        default=1000, metadata={"help": "n of the evolutionary exploration: size of the shrunk sample space"})
+    dss_iterations: int = field(default=5, metadata={"help": "iterations of the evolutionary exploration"})
+    dss_keep: float = field(default=0.3, metadata={"help": "share of the population kept as parents"})
+    dss_mutation: float = field(default=0.4, metadata={"help": "share refilled by mutation"})
+    dss_crossover: float = field(default=0.3, metadata={"help": "share refilled by crossover"})
+    dss_mutation_prob: float = field(default=0.4, metadata={"help": "per-gene mutation probability"})
+    dss_valid_tokens: int = field(
+        default=30720, metadata={"help": "tokens of the validation batch drawn (afresh at each DSS) to score "
+                                         "each subnet with one forward pass"})
+    dss_valid_subset: str = field(default="valid", metadata={"help": "data split the DSS validator draws from"})
+    dss_batch_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "split the validation batch into forward chunks of at most this many padded tokens "
+                          "(memory only; the loss is the same); default --max-tokens-valid"})
+    dss_remember: int = field(
+        default=2000, metadata={"help": "cap on the distinct phase-1 subnets remembered (the most recent)"})
+    dss_max_params: Optional[int] = field(
+        default=None, metadata={"help": "parameter limit: subnets above it get a score penalty"})
+    dss_penalty_weight: float = field(
+        default=10.0, metadata={"help": "penalty per unit of relative excess over --dss-max-params (bits/token)"})
+    dss_penalty_fn: Optional[str] = field(
+        default=None, metadata={"help": "MODULE:FUNC, FUNC(subnet, model) -> float added to every subnet's score "
+                                        "(hook for e.g. a latency model)"})
+    dss_divergence_subnets: int = field(
+        default=200, metadata={"help": "subnets sampled before and after each shrink to measure subnet "
+                                       "divergence (0: off)"})
+    dss_divergence_tokens: int = field(
+        default=2048, metadata={"help": "tokens of the fixed input (first valid sentences) for divergence"})
+    dss_dir: Optional[str] = field(
+        default=None, metadata={"help": "where dss.jsonl, dss_divergence.jsonl, dss_space.jsonl and dss_best.json "
+                                        "go (default --save-dir)"})
     seed: int = II("common.seed")
+    # fairseq fills an interpolated task field only when it has the name of the option it mirrors
+    save_dir: Optional[str] = II("checkpoint.save_dir")
+    max_tokens_valid: Optional[int] = II("dataset.max_tokens_valid")
 
 
 @register_task("supernet_translation", dataclass=SupernetTranslationConfig)
@@ -57,6 +108,12 @@ class SupernetTranslationTask(TranslationTask):
             if space is not None:
                 space.validate_subnet(subnet, source=str(self.cfg.subnet))
             self.sampler = FixedSampler(subnet)
+        elif space is not None and self.cfg.sampler == "dss":
+            options = self.dss_options()
+            options.check()
+            if options.penalty_fn:  # fail now, not at the first DSS
+                load_penalty_fn(options.penalty_fn, model)
+            self.sampler = DSSSampler(space, self.cfg.seed, options.remember)
         elif space is not None:
             self.sampler = UniformSampler(space, self.cfg.seed)
         if space is not None:
@@ -82,15 +139,25 @@ class SupernetTranslationTask(TranslationTask):
 
     def _log_subnet(self, update_num: int, subnet) -> None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        row = {"rank": rank, "update": update_num, "subnet": subnet.to_dict()}
+        if isinstance(self.sampler, DSSSampler):
+            row["space"] = self.sampler.space_id()  # "yaml", or the digest of the shrunk set
         with open(self.cfg.subnet_log, "a") as f:
-            f.write(json.dumps({"rank": rank, "update": update_num, "subnet": subnet.to_dict()}) + "\n")
+            f.write(json.dumps(row) + "\n")
         self._logged_update = update_num
 
     def _representatives(self):
         if isinstance(self.sampler, FixedSampler):
             return [("subnet", self.sampler.subnet)]
         names = [n.strip() for n in self.cfg.valid_subnets.split(",") if n.strip()]
-        return representative_subnets(self.sampler.space, names)
+        out = []
+        for name in names:
+            if name == "best":
+                best = getattr(self.sampler, "best", None)
+                out.append(("best", best if best is not None else self.sampler.space.largest()))
+            else:
+                out.extend(representative_subnets(self.sampler.space, [name]))
+        return out
 
     def valid_step(self, sample, model, criterion):
         if self.sampler is None:
@@ -119,6 +186,58 @@ class SupernetTranslationTask(TranslationTask):
 
     def begin_valid_epoch(self, epoch, model):
         super().begin_valid_epoch(epoch, model)
+
+    # --- Dynamic Space Shrinking ----------------------------------------------------------------
+    def _interpolated(self, name: str):
+        """A task field mirroring a global option, or None where there is no global config."""
+        try:
+            value = getattr(self.cfg, name, None)
+        except Exception:  # an interpolation without the full fairseq config behind it
+            return None
+        return None if isinstance(value, str) and value.startswith("${") else value
+
+    def dss_options(self) -> DSSOptions:
+        options = DSSOptions.from_cfg(self.cfg)
+        if not options.batch_tokens:
+            options.batch_tokens = self._interpolated("max_tokens_valid")
+        return options
+
+    def begin_epoch(self, epoch, model):
+        """Run the DSS step due before epoch `epoch` (one after every --dss-every-epochs epochs, at
+        most --dss-times). The DSS counter lives in the checkpointed sampler state, so a resumed
+        run neither repeats nor skips a step. Rank 0 computes it; every rank applies its result."""
+        super().begin_epoch(epoch, model)
+        if not isinstance(self.sampler, DSSSampler):
+            return
+        self._restore_sampler()
+        options = self.dss_options()
+        due = options.due(epoch)
+        if self.sampler.dss_done >= due:
+            return
+        if due > self.sampler.dss_done + 1:
+            logger.warning("DSS steps %d-%d are overdue (options changed on resume?): running only DSS %d",
+                           self.sampler.dss_done + 1, due, due)
+        from fairseq.distributed import utils as dist_utils
+
+        rank, world = dist_utils.get_global_rank(), dist_utils.get_global_world_size()
+        result = None
+        if rank == 0:
+            split = self.cfg.dss_valid_subset
+            if split not in self.datasets:
+                self.load_dataset(split)
+            result = dss_step(self.model, self.sampler, options, self.dataset(split), self.tgt_dict.pad(), due,
+                              epoch=epoch, update=self.sampler.updates_seen)
+        if world > 1:
+            result = dist_utils.broadcast_object(result, src_rank=0, group=dist_utils.get_global_group())
+        self.sampler.apply(result)
+        logger.info("DSS %d applied on rank %d: sample space of %d subnets, digest %s", due, rank,
+                    len(result["space"]), space_digest(result["space"]))
+        if rank == 0:
+            out_dir = self.cfg.dss_dir or self._interpolated("save_dir")
+            if out_dir:
+                write_dss_outputs(out_dir, result, last=due >= options.times)
+            else:
+                logger.warning("no --dss-dir (nor --save-dir): DSS records are not written")
 
 
 def subnet_log_lines(path: "str | Path") -> list[dict]:
