@@ -90,18 +90,24 @@ def load_supernet_checkpoint(path: str | Path) -> dict:
         raise FairseqNasError(f"{p}: not a loadable fairseq checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]})") from None
     model_cfg = (state.get("cfg") or {}).get("model") if isinstance(state, dict) else None
-    if not isinstance(model_cfg, dict) or not model_cfg.get("space_yaml") or "sampler" not in str(
-            (state.get("model") or {}).get("_extra_state", "")):
-        name = model_cfg.get("_name") if isinstance(model_cfg, dict) else None
+    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "") if isinstance(model_cfg, dict) else None
+    if not isinstance(model_cfg, dict) or not _space_yaml(state) or not name.startswith("supernet"):
         raise FairseqNasError(f"{p}: cfg.model: not a fairseq-nas supernet checkpoint (arch {name!r}); expected "
-                              "one written by fairseq-train --arch supernet_*")
+                              "one written by fairseq-train --arch supernet or supernet_*")
     return state
 
 
+def _space_yaml(state: dict) -> str:
+    extra = (state.get("model") or {}).get("_extra_state")
+    from_extra = extra.get("space_yaml") if isinstance(extra, dict) else None
+    return (state.get("cfg") or {}).get("model", {}).get("space_yaml") or from_extra or ""
+
+
 def supernet_from_checkpoint(state: dict):
-    """(space, model cfg dict, vocab sizes) of a loaded supernet checkpoint."""
-    cfg = state["cfg"]["model"]
-    space = parse_space(cfg["space_yaml"], source="checkpoint cfg.model.space_yaml")
+    """(space, model cfg dict) of a loaded supernet checkpoint."""
+    cfg = dict(state["cfg"]["model"])
+    cfg["space_yaml"] = _space_yaml(state)
+    space = parse_space(cfg["space_yaml"], source="checkpoint space")
     return space, cfg
 
 

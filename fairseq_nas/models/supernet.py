@@ -70,7 +70,10 @@ class SupernetModel(ElasticEncoderDecoder):
 
     def get_extra_state(self) -> dict:
         sampler = getattr(self, "sampler", None)
-        return {"sampler": sampler.state_dict() if sampler is not None else self.sampler_state}
+        # The space travels here too: with --arch supernet, fairseq builds the model from a merged
+        # copy of the config, so cfg.space_yaml does not reach the checkpoint.
+        return {"sampler": sampler.state_dict() if sampler is not None else self.sampler_state,
+                "space_yaml": self.space.to_yaml()}
 
     def set_extra_state(self, state: Any) -> None:
         if isinstance(state, dict):
