@@ -40,7 +40,8 @@ TRAIN_COMMON=(--user-dir "$USER_DIR" --optimizer adam --adam-betas "(0.9, 0.98)"
               --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
               --no-progress-bar --log-format json --log-interval 10 --no-epoch-checkpoints
               --required-batch-size-multiple 1 --num-workers 0 --seed 1)
-GEN_COMMON=(--user-dir "$USER_DIR" --beam 5 --batch-size 64 --gen-subset test --required-batch-size-multiple 1)
+GEN_COMMON=(--user-dir "$USER_DIR" --beam 5 --batch-size 64 --gen-subset test --required-batch-size-multiple 1
+            --max-len-a 1.2 --max-len-b 10)
 DATA="$OUT/data/data-bin"
 
 stage "1. data: generated corpus ($TRAIN training pairs)"
@@ -72,7 +73,7 @@ fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLE
 stage "5. rank: pairwise GBDT ranker, importance, pruned space; latency model"
 fairseq-nas rank "$OUT/archs.jsonl" --target valid_loss --space "$SPACE" --prune --theta 1.15 \
     --importance-samples 60 --refit --out "$OUT/ranker" | tail -25
-fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --objective regression --refit \
+fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --refit \
     --out "$OUT/latency_model" | grep -iE "tau|within|latency" | head -6 || true
 cp "$OUT/ranker/importance.png" "$OUT/plots/importance.png" 2>/dev/null || true
 
@@ -141,10 +142,11 @@ for name in found largest smallest transformer; do
     fairseq-nas bleu "$OUT/$name.gen" --lang en --json "$OUT/$name.bleu.json" | head -1
   fi
 done
-cat "$OUT/found.json" "$OUT/largest.json" "$OUT/smallest.json" > "$OUT/compare.subnets.jsonl"
-echo >> "$OUT/compare.subnets.jsonl"
-cat "$OUT/transformer.json" >> "$OUT/compare.subnets.jsonl"
-"$PY" -c "import sys; lines=[l for l in open(sys.argv[1]) if l.strip()]; open(sys.argv[1],'w').writelines(l if l.endswith('\n') else l+'\n' for l in lines)" "$OUT/compare.subnets.jsonl"
+"$PY" - "$OUT" > "$OUT/compare.subnets.jsonl" <<'EOF'
+import json, sys  # one subnet per line: found, largest, smallest, transformer
+for name in ("found", "largest", "smallest", "transformer"):
+    print(json.dumps(json.load(open(f"{sys.argv[1]}/{name}.json"))))
+EOF
 "$PY" - "$SPACE" "$OUT/compare-space.yaml" <<'EOF'
 import sys, yaml  # the demo space plus post-norm, so the transformer's architecture is in it
 d = yaml.safe_load(open(sys.argv[1]))
@@ -154,7 +156,7 @@ d["name"] = "demo_compare"
 yaml.safe_dump(d, open(sys.argv[2], "w"), sort_keys=False)
 EOF
 fairseq-nas latency --space "$OUT/compare-space.yaml" --subnets "$OUT/compare.subnets.jsonl" --dict "$DATA" --runs "$LAT_RUNS" \
-    --warmup 2 --threads 1 --out "$OUT/compare.latency.jsonl" --no-share-all-embeddings | tail -1 || true
+    --warmup 2 --threads 1 --out "$OUT/compare.latency.jsonl" --no-share-all-embeddings | tail -1
 
 stage "10. report"
 "$PY" -m fairseq_nas.report.demo "$OUT" --limit-ms "$LIMIT" --seconds $(( $(date +%s) - T0 ))
