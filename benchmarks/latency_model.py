@@ -1,0 +1,72 @@
+"""Latency model quality: LightGBM (log ms) against HAT's MLP predictor, on latency measured
+on this CPU, for N = 50, 100, 200 training subnets.
+
+    python benchmarks/latency_model.py [--n 300] [--runs 50] [--spaces shrinknas_iwslt14 hat_iwslt14]
+                                       [--workdir /tmp/fsnas-latency-model]
+
+Measures N subnets of each space with `fairseq-nas latency` (resumable: rerunning reuses
+the rows in the work dir), holds out the last rows, and prints the share of held-out subnets
+within +-10% of the measured latency and Kendall tau for each model and N.
+Target (issue 6): LightGBM with 100 subnets beats the MLP with 200.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fairseq_nas.ranking import LatencyModel, MLPRegressor, latency_accuracy  # noqa: E402
+from fairseq_nas.space import Subnet, encode_many, load_space  # noqa: E402
+
+
+def measure(space: str, n: int, runs: int, vocab: int, out: Path) -> list[dict]:
+    subprocess.run([sys.executable, "-m", "fairseq_nas.cli.main", "latency", "--space", space, "-n", str(n),
+                    "--seed", "0", "--vocab-size", str(vocab), "--runs", str(runs), "--warmup", "5",
+                    "--threads", "1", "--out", str(out)], check=True)
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=300, help="subnets measured per space (>= 300 for the issue)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--vocab-size", type=int, default=10000, help="joined BPE vocabulary (IWSLT: ~10k)")
+    ap.add_argument("--spaces", nargs="+", default=["shrinknas_iwslt14", "hat_iwslt14"])
+    ap.add_argument("--train-sizes", type=int, nargs="+", default=[50, 100, 200])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workdir", default="/tmp/fsnas-latency-model")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in args.spaces:
+        space = load_space(name)
+        rows = measure(name, args.n, args.runs, args.vocab_size, work / f"{name}.jsonl")
+        X = encode_many([Subnet.from_dict(r["subnet"]) for r in rows], space)
+        y = np.array([r["latency_ms"] for r in rows])
+        n_test = len(rows) - max(args.train_sizes)
+        if n_test < 50:
+            raise SystemExit(f"need at least {max(args.train_sizes) + 50} rows, have {len(rows)}")
+        print(f"\n{name}: {len(rows)} subnets measured, median {np.median(y):.2f} ms; {n_test} held out")
+        print(f"  {'N':>4} {'model':<22} {'within 10%':>11} {'within 5%':>10} {'tau':>7}")
+        for n_train in args.train_sizes:
+            for label, make in (("LightGBM (log ms)", lambda s: LatencyModel(seed=s)),
+                                ("MLP (HAT)", lambda s: MLPRegressor(seed=s))):
+                accs = []
+                for seed in range(args.seeds):
+                    rng = np.random.default_rng(seed)
+                    tr = rng.permutation(len(rows) - n_test)[:n_train]
+                    model = make(seed).fit(X[tr], y[tr])
+                    accs.append(latency_accuracy(y[-n_test:], model.predict(X[-n_test:])))
+                mean = {k: float(np.mean([a[k] for a in accs])) for k in accs[0]}
+                print(f"  {n_train:>4} {label:<22} {mean['within_10pct']:>11.1%} {mean['within_5pct']:>10.1%} "
+                      f"{mean['kendall_tau']:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()

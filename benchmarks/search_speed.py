@@ -1,0 +1,75 @@
+"""Search speed: candidates scored per second (encode + ranker predict + latency model predict)
+and the wall time of a full 30-generation evolution with HAT's settings, no measurement.
+
+    python benchmarks/search_speed.py [--space shrinknas_iwslt14] [--batch 100000] [--repeats 5]
+
+Targets (issue 6): >= 100,000 candidates per second on 2 cores; a 30-generation evolution
+in < 10 s. The ranker and latency model are real LightGBM models, fit here on synthetic labels
+of 300 subnets (speed does not depend on what the labels are).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fairseq_nas.ranking import LatencyModel, PairwiseRanker  # noqa: E402
+from fairseq_nas.search import CandidateScorer, Constraints, EvolutionConfig, evolution_search  # noqa: E402
+from fairseq_nas.space import encode_many, load_space  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", default="shrinknas_iwslt14")
+    ap.add_argument("--batch", type=int, default=100_000, help="candidates per scoring batch")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2, help="LightGBM threads for predict")
+    args = ap.parse_args()
+
+    space = load_space(args.space)
+    rng = random.Random(0)
+    train = [space.sample(rng) for _ in range(300)]
+    X = encode_many(train, space)
+    quality = np.array([s.encoder.embed_dim + s.decoder.embed_dim + 20 * s.decoder.depth for s in train], float)
+    latency = 10 + np.nansum(X, axis=1) / 100
+    ranker = PairwiseRanker(num_threads=args.threads).fit(X, quality)
+    lat_model = LatencyModel(num_threads=args.threads).fit(X, latency)
+
+    pool = [space.sample(rng) for _ in range(args.batch)]
+    enc_t, score_t = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        Xp = encode_many(pool, space)
+        t1 = time.perf_counter()
+        ranker.predict(Xp)
+        lat_model.predict(Xp)
+        t2 = time.perf_counter()
+        enc_t.append(t1 - t0)
+        score_t.append(t2 - t0)
+    rate = args.batch / statistics.median(score_t)
+    print(f"space {space.name}: {args.batch:,} candidates per batch, {args.repeats} repeats (medians)")
+    print(f"  encode only:                        {args.batch / statistics.median(enc_t):12,.0f} candidates/s")
+    print(f"  encode + ranker + latency model:    {rate:12,.0f} candidates/s  (target >= 100,000)")
+
+    walls, evals = [], []
+    limit = float(np.median(latency))
+    for seed in range(3):
+        scorer = CandidateScorer(space, ranker.predict, lat_model.predict)
+        t0 = time.perf_counter()
+        res = evolution_search(space, scorer, Constraints(latency_ms=limit), EvolutionConfig(), seed=seed)
+        walls.append(time.perf_counter() - t0)
+        evals.append(res.evaluations)
+    print(f"  30-generation evolution (HAT settings, latency limit {limit:.1f} ms): median "
+          f"{statistics.median(walls):.2f} s over 3 seeds, {int(statistics.median(evals)):,} subnets scored "
+          f"(target < 10 s)")
+
+
+if __name__ == "__main__":
+    main()
