@@ -98,4 +98,10 @@ def score_generate_file(path: str | Path, lang: str = "en", raw_ref: Optional[st
 
 
 def write_report(report: BleuReport, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    """Write the scores as JSON, atomically."""
+    import os
+
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    os.replace(tmp, p)

@@ -74,7 +74,8 @@ stage "5. rank: pairwise GBDT ranker, importance, pruned space; latency model"
 fairseq-nas rank "$OUT/archs.jsonl" --target valid_loss --space "$SPACE" --prune --theta 1.15 \
     --importance-samples 60 --refit --out "$OUT/ranker" | tail -25
 fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --refit \
-    --out "$OUT/latency_model" | grep -iE "tau|within|latency" | head -6 || true
+    --out "$OUT/latency_model" > "$OUT/latency_model.txt"
+grep -iE "tau|within|latency" "$OUT/latency_model.txt" | head -6 || true
 cp "$OUT/ranker/importance.png" "$OUT/plots/importance.png" 2>/dev/null || true
 
 stage "6. search under a latency limit"
@@ -100,7 +101,8 @@ fairseq-nas space sample "$SPACE" --smallest > "$OUT/smallest.json"
 cp "$OUT/search/best.json" "$OUT/found.json"
 for name in found largest smallest; do
   if ! have "$OUT/finetune-$name/done"; then
-    fairseq-nas export --supernet "$SUPERNET" --subnet "$OUT/$name.json" --out "$OUT/$name.pt" | head -1
+    fairseq-nas export --supernet "$SUPERNET" --subnet "$OUT/$name.json" --out "$OUT/$name.pt" > "$OUT/$name.export.txt"
+    echo "    $(head -1 "$OUT/$name.export.txt")"
     fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$OUT/$name.pt" \
         --finetune-from-model "$OUT/$name.pt" --max-update "$FT_UPDATES" --lr 5e-4 --warmup-updates 10 \
         --save-dir "$OUT/finetune-$name" > "$OUT/finetune-$name.log" 2>&1 \
@@ -139,7 +141,8 @@ for name in found largest smallest transformer; do
   ck="$OUT/finetune-$name/checkpoint_best.pt"; [ "$name" = transformer ] && ck="$OUT/transformer/checkpoint_best.pt"
   if ! have "$OUT/$name.bleu.json"; then
     fairseq-generate "$DATA" "${GEN_COMMON[@]}" --path "$ck" > "$OUT/$name.gen" 2> "$OUT/$name.gen.log"
-    fairseq-nas bleu "$OUT/$name.gen" --lang en --json "$OUT/$name.bleu.json" | head -1
+    fairseq-nas bleu "$OUT/$name.gen" --lang en --json "$OUT/$name.bleu.json" > "$OUT/$name.bleu.txt"
+    echo "    $name: $(head -1 "$OUT/$name.bleu.txt")"
   fi
 done
 "$PY" - "$OUT" > "$OUT/compare.subnets.jsonl" <<'EOF'

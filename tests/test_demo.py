@@ -25,6 +25,7 @@ def test_tiny_demo_produces_every_artifact_and_the_report(tmp_path):
     for png in ("pareto.png", "importance.png", "dss_divergence.png", "dss_losses.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG", png
     for model in ("found", "largest", "smallest", "transformer"):
+        assert (out / f"{model}.bleu.json").is_file(), f"{model}.bleu.json missing\n" + proc.stdout[-3000:]
         bleu = json.loads((out / f"{model}.bleu.json").read_text())
         assert bleu["sentences"] == 300 and 0 <= bleu["tokenized_bleu"] <= 100
     lat = [json.loads(line) for line in (out / "compare.latency.jsonl").read_text().splitlines()]

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_nas.scoring import score_generate_file, write_report
 
     report = score_generate_file(args.generate_output, args.lang, args.raw_ref)
-    print(report)
-    if args.json_out:
+    if args.json_out:  # before printing: a closed stdout must not lose the file
         write_report(report, args.json_out)
+    print(report)
     return 0
