@@ -7,11 +7,15 @@
 #
 #   bash scripts/demo.sh [OUT]            (default OUT: demo-out)
 #   DEMO_SIZE=tiny bash scripts/demo.sh   a minutes-long smoke run (used by the tests)
+#   DATA_BIN=DIR bash scripts/demo.sh     your own corpus: a data-bin from prepare-parallel.sh
+#       (BPE output is decoded with its sentencepiece model; TGT_LANG, default en, is the
+#       language BLEU detokenizes). Any size variable below (SUPER_UPDATES, FT_UPDATES, ...)
+#       can be set in the environment to override the DEMO_SIZE default.
 #
 # Every stage is skipped when its output exists, so an interrupted demo resumes.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h|--help) usage; exit 0 ;; -*) echo "demo.sh: error: unknown option $1" >&2; exit 2 ;; esac
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,16 +26,19 @@ export PYTHONWARNINGS=ignore OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 SPACE="$REPO/scripts/demo-space.yaml"
 USER_DIR="$REPO/fairseq_nas"
 
+# defaults() sets each NAME=VALUE only where the environment has not set NAME
+defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) TRAIN=6000; SUPER_UPDATES=500; DSS_EVERY=3; DSS_TIMES=2; DSS_ITERS=3; DSS_POP=16; N_LAT=60; LAT_RUNS=20
-         N_COLLECT=80; EVAL_SENTS=150; GENS=15; POP=40; PARENTS=10; MUT=15; CROSS=15; FT_UPDATES=150; TOPK=3
-         DIV_SUBNETS=24 ;;
-  tiny)  TRAIN=800; SUPER_UPDATES=40; DSS_EVERY=1; DSS_TIMES=2; DSS_ITERS=2; DSS_POP=8; N_LAT=16; LAT_RUNS=3
-         N_COLLECT=20; EVAL_SENTS=30; GENS=3; POP=12; PARENTS=4; MUT=4; CROSS=4; FT_UPDATES=6; TOPK=2
-         DIV_SUBNETS=6 ;;
+  small) defaults TRAIN=6000 SUPER_UPDATES=500 DSS_EVERY=3 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=60 LAT_RUNS=20 \
+                  N_COLLECT=80 EVAL_SENTS=150 GENS=15 POP=40 PARENTS=10 MUT=15 CROSS=15 FT_UPDATES=150 TOPK=3 \
+                  DIV_SUBNETS=24 ;;
+  tiny)  defaults TRAIN=800 SUPER_UPDATES=40 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
+                  N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 FT_UPDATES=6 TOPK=2 \
+                  DIV_SUBNETS=6 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
 
+mkdir -p "$OUT/plots"
 T0=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 have() { [ -e "$1" ] && echo "    (done: $1)"; }
@@ -42,10 +49,26 @@ TRAIN_COMMON=(--user-dir "$USER_DIR" --optimizer adam --adam-betas "(0.9, 0.98)"
               --required-batch-size-multiple 1 --num-workers 0 --seed 1)
 GEN_COMMON=(--user-dir "$USER_DIR" --beam 5 --batch-size 64 --gen-subset test --required-batch-size-multiple 1
             --max-len-a 1.2 --max-len-b 10)
-DATA="$OUT/data/data-bin"
+TGT_LANG="${TGT_LANG:-en}"
+if [ -n "${DATA_BIN:-}" ]; then
+  DATA="$(cd "$DATA_BIN" 2>/dev/null && pwd)" \
+    || { echo "demo.sh: error: DATA_BIN=$DATA_BIN: no such directory (a data-bin from prepare-parallel.sh)" >&2; exit 2; }
+  for f in dict."$TGT_LANG".txt test.*-*."$TGT_LANG".idx; do
+    compgen -G "$DATA/$f" > /dev/null \
+      || { echo "demo.sh: error: DATA_BIN=$DATA: no $f (needs train/valid/test of a pair whose target is TGT_LANG=$TGT_LANG)" >&2; exit 2; }
+  done
+  # prepare-parallel.sh puts its sentencepiece model next to the data-bin
+  [ -f "$DATA/../bpe/spm.model" ] && GEN_COMMON+=(--post-process sentencepiece)
+else
+  DATA="$OUT/data/data-bin"
+fi
 
-stage "1. data: generated corpus ($TRAIN training pairs)"
-bash "$REPO/data-prep/prepare-demo.sh" "$OUT/data" --train "$TRAIN" --valid 300 --test 300 | tail -3
+if [ -n "${DATA_BIN:-}" ]; then
+  stage "1. data: $DATA ($(wc -l < "$DATA/dict.$TGT_LANG.txt") target types)"
+else
+  stage "1. data: generated corpus ($TRAIN training pairs)"
+  bash "$REPO/data-prep/prepare-demo.sh" "$OUT/data" --train "$TRAIN" --valid 300 --test 300 | tail -3
+fi
 
 stage "2. supernet with Dynamic Space Shrinking ($SUPER_UPDATES updates)"
 if ! have "$OUT/supernet/done"; then
@@ -141,7 +164,7 @@ for name in found largest smallest transformer; do
   ck="$OUT/finetune-$name/checkpoint_best.pt"; [ "$name" = transformer ] && ck="$OUT/transformer/checkpoint_best.pt"
   if ! have "$OUT/$name.bleu.json"; then
     fairseq-generate "$DATA" "${GEN_COMMON[@]}" --path "$ck" > "$OUT/$name.gen" 2> "$OUT/$name.gen.log"
-    fairseq-nas bleu "$OUT/$name.gen" --lang en --json "$OUT/$name.bleu.json" > "$OUT/$name.bleu.txt"
+    fairseq-nas bleu "$OUT/$name.gen" --lang "$TGT_LANG" --json "$OUT/$name.bleu.json" > "$OUT/$name.bleu.txt"
     echo "    $name: $(head -1 "$OUT/$name.bleu.txt")"
   fi
 done
@@ -162,4 +185,4 @@ fairseq-nas latency --space "$OUT/compare-space.yaml" --subnets "$OUT/compare.su
     --warmup 2 --threads 1 --out "$OUT/compare.latency.jsonl" --no-share-all-embeddings | tail -1
 
 stage "10. report"
-"$PY" -m fairseq_nas.report.demo "$OUT" --limit-ms "$LIMIT" --seconds $(( $(date +%s) - T0 ))
+"$PY" -m fairseq_nas.report.demo "$OUT" --limit-ms "$LIMIT" --seconds $(( $(date +%s) - T0 )) ${DATA_BIN:+--data "$DATA"}

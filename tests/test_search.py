@@ -128,3 +128,18 @@ def test_soft_pareto_front_and_plot(space, tmp_path):
     out = plot_pareto(cands, tmp_path / "pareto.png", limit_ms=20.0, measured=[(front[0], 12.0)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert feature_names(space)
+
+
+def test_predict_subnets_in_chunks_equals_one_batch(space):
+    """The pipelined path (chunks predicted in a worker thread) gives the rows in order."""
+    from fairseq_nas.search import predict_subnets
+
+    _, score, latency = _synthetic(space)
+    subs = [space.sample(random.Random(i)) for i in range(1000)]
+    X = encode_many(subs, space)
+    whole = predict_subnets(subs, space, [score, latency])
+    chunked = predict_subnets(subs, space, [score, latency], chunk=64)
+    np.testing.assert_array_equal(whole[0], score(X))
+    np.testing.assert_array_equal(whole[1], latency(X))
+    for a, b in zip(whole, chunked):
+        np.testing.assert_array_equal(a, b)

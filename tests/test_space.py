@@ -16,6 +16,9 @@ import pytest
 import yaml
 
 from fairseq_nas.space import (
+    ACTIVATIONS,
+    NORMS,
+    OPERATORS,
     LayerConfig,
     SearchSpace,
     SpaceError,
@@ -589,3 +592,41 @@ def test_space_and_cli_import_without_torch_at_runtime():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _encode_by_name(sub, names):
+    """A slow reference encoding, read off the subnet one feature name at a time."""
+    codes = {"operator": OPERATORS, "activation": ACTIVATIONS, "norm": NORMS}
+    row = []
+    for name in names:
+        prefix, gene, *slot = name.split(".")
+        stack = sub.encoder if prefix == "enc" else sub.decoder
+        if gene == "embed_dim":
+            row.append(stack.embed_dim)
+        elif gene == "layers":
+            row.append(stack.depth)
+        elif int(slot[0]) >= stack.depth:
+            row.append(math.nan)
+        else:
+            value = getattr(stack.layers[int(slot[0])], gene)
+            row.append(codes[gene].index(value) if gene in codes else value)
+    return np.array(row, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", ["shrinknas_iwslt14", "hat_iwslt14", "ranknas_wmt14"])
+def test_encode_many_matches_a_feature_by_feature_reference(name):
+    space = load_space(name)
+    rng = random.Random(3)
+    subs = [space.sample(rng) for _ in range(300)] + [space.largest(), space.smallest()]
+    names = feature_names(space)
+    X = encode_many(subs, space)
+    np.testing.assert_array_equal(X, np.stack([_encode_by_name(s, names) for s in subs]))
+
+
+def test_encode_rejects_an_unknown_operator():
+    space = load_space("shrinknas_iwslt14")
+    sub = space.largest()
+    bad = sub.with_stack("encoder", StackConfig(sub.encoder.embed_dim, (replace(sub.encoder.layers[0],
+                                                                                operator="rnn"),)))
+    with pytest.raises(SpaceError, match="layers.operator: unknown value 'rnn'"):
+        encode(bad, space)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Optional, Sequence
@@ -49,8 +50,18 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    """INFO to stderr, as fairseq's commands log. Done before fairseq is imported: one of its
+    modules calls ``logging.basicConfig(level=DEBUG)`` on import, which would otherwise flood
+    the output with matplotlib's debug messages."""
+    logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
+                        stream=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)

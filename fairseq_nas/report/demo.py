@@ -115,14 +115,16 @@ def _dss_section(out: Path) -> list[str]:
     return md + [""]
 
 
-def write_report(out: Path, limit_ms: Optional[float] = None, seconds: Optional[int] = None) -> str:
+def write_report(out: Path, limit_ms: Optional[float] = None, seconds: Optional[int] = None,
+                 data: Optional[str] = None) -> str:
     """Write OUT/REPORT.md atomically; returns the comparison table (markdown)."""
     rows = comparison_rows(out)
     top = _jsonl(out / "search" / "topk.jsonl")
     md = ["# fairseq-nas demo report", ""]
     if seconds is not None:
         md.append(f"Wall time of the demo: {seconds // 60} min {seconds % 60} s.")
-    md += ["Generated corpus (`data-prep/prepare-demo.sh`) and the demo space `scripts/demo-space.yaml` "
+    corpus = f"Corpus: the data-bin `{data}`" if data else "Generated corpus (`data-prep/prepare-demo.sh`)"
+    md += [f"{corpus}, and the demo space `scripts/demo-space.yaml` "
            "(ShrinkNAS's structure at CPU size). The subnets are fine-tuned from their inherited weights, the "
            "transformer is trained from scratch for as many updates as the supernet and the fine-tuning together. "
            "BLEU on the test split, beam 5. Latency: this CPU, 1 thread, HAT's protocol.", "",
@@ -153,8 +155,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("out")
     ap.add_argument("--limit-ms", type=float)
     ap.add_argument("--seconds", type=int)
+    ap.add_argument("--data", help="the data-bin used, when not the generated corpus")
     args = ap.parse_args(argv)
-    table = write_report(Path(args.out), args.limit_ms, args.seconds)
+    table = write_report(Path(args.out), args.limit_ms, args.seconds, args.data)
     print(table)
     print(f"\nreport: {Path(args.out) / 'REPORT.md'}")
     return 0

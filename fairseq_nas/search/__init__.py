@@ -9,7 +9,8 @@ from fairseq_nas.search.evolution import (
     top_k,
 )
 from fairseq_nas.search.pareto import plot_pareto, soft_pareto_front
-from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints
+from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints, predict_subnets
 
 __all__ = ["Candidate", "CandidateScorer", "Constraints", "EvolutionConfig", "SearchResult", "evolution_search",
+           "predict_subnets",
            "initial_population", "plot_pareto", "random_search", "soft_pareto_front", "top_k"]

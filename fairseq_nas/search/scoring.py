@@ -1,12 +1,36 @@
 """Scoring candidates: ranker score, predicted latency and params, cached per subnet."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from fairseq_nas.space import Subnet, encode_many
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def predict_subnets(subnets: Sequence[Subnet], feature_space, predictors: Sequence[Predictor],
+                    chunk: int = 8192) -> list[np.ndarray]:
+    """Encode `subnets` and apply each predictor; one float array per predictor.
+
+    Large batches go in chunks, and chunk k is predicted in a worker thread while chunk k+1 is
+    encoded: encoding is Python (holds the GIL), LightGBM's predict is native code called through
+    ctypes (releases it), so the two run on different cores."""
+    subnets = list(subnets)
+
+    def run(X: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(p(X), dtype=float) for p in predictors]
+
+    if len(subnets) <= chunk:
+        return run(encode_many(subnets, feature_space))
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        futures = [worker.submit(run, encode_many(subnets[i:i + chunk], feature_space))
+                   for i in range(0, len(subnets), chunk)]
+        parts = [f.result() for f in futures]
+    return [np.concatenate([part[j] for part in parts]) for j in range(len(predictors))]
 
 
 @dataclass(frozen=True)
@@ -58,9 +82,10 @@ class CandidateScorer:
                 todo[k] = s
         if todo:
             new = list(todo.values())
-            X = encode_many(new, self.feature_space)
-            scores = np.asarray(self.score_fn(X), dtype=float)
-            lat = np.asarray(self.latency_fn(X), dtype=float) if self.latency_fn else [None] * len(new)
+            predicted = predict_subnets(new, self.feature_space,
+                                        [self.score_fn] + ([self.latency_fn] if self.latency_fn else []))
+            scores = predicted[0]
+            lat = predicted[1] if self.latency_fn else [None] * len(new)
             for k, s, sc, la in zip(todo, new, scores, lat):
                 params = int(self.params_fn(s)) if self.params_fn else None
                 self.cache[k] = Candidate(s, float(sc), None if la is None else float(la), params)

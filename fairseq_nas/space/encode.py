@@ -9,6 +9,7 @@ operator / activation / norm are the index into the package-wide lists `OPERATOR
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -62,15 +63,46 @@ def feature_groups(space: SearchSpace) -> dict[str, list[int]]:
     return {k: list(v) for k, v in _layout(space)[1].items()}
 
 
+class _LayerIds(dict):
+    """Raw gene tuple -> layer id (1, 2, ...: in order of first appearance; 0 = no layer)."""
+
+    def __missing__(self, raw: tuple) -> int:
+        self[raw] = i = len(self) + 1
+        return i
+
+
+def _layer_table(ids: dict[tuple, int], genes: tuple[str, ...]) -> np.ndarray:
+    """Feature rows of the distinct layers in `ids` (raw gene tuple -> row); row 0 is the
+    all-NaN row of an absent layer."""
+    table = np.full((len(ids) + 1, len(genes)), np.nan)
+    codes = [CODES.get(g) for g in genes]
+    for raw, i in ids.items():
+        for j, (value, code) in enumerate(zip(raw, codes)):
+            if code is not None:
+                try:
+                    value = code[value]
+                except (KeyError, TypeError):
+                    valid = ", ".join(code)
+                    raise SpaceError("encode", f"layers.{genes[j]}", f"unknown value {value!r}; valid: {valid}") \
+                        from None
+            table[i, j] = np.nan if value is None else value
+    return table
+
+
 def encode_many(subnets: Iterable[Subnet], space: SearchSpace) -> np.ndarray:
-    """Feature matrix (float64, one row per subnet). Checks shape only, not membership in `space`."""
+    """Feature matrix (float64, one row per subnet). Checks shape only, not membership in `space`.
+
+    Fast path for search: each layer becomes the id of its distinct gene tuple (spaces have
+    few distinct layers), and one numpy gather turns the ids into feature columns."""
     names, _, perm = _layout(space)
-    op, act, norm = CODES["operator"], CODES["activation"], CODES["norm"]
-    nan = float("nan")
     max_enc, max_dec = space.encoder.max_layers, space.decoder.max_layers
-    pad_enc = [[nan] * (len(_genes("encoder")) * k) for k in range(max_enc + 1)]
-    pad_dec = [[nan] * (len(_genes("decoder")) * k) for k in range(max_dec + 1)]
-    rows = []
+    genes_enc, genes_dec = _genes("encoder"), _genes("decoder")
+    get_enc, get_dec = attrgetter(*genes_enc), attrgetter(*genes_dec)
+    ids_enc, ids_dec = _LayerIds(), _LayerIds()
+    enc_id, dec_id = ids_enc.__getitem__, ids_dec.__getitem__
+    pad_enc = [[0] * k for k in range(max_enc + 1)]
+    pad_dec = [[0] * k for k in range(max_dec + 1)]
+    heads, rows = [], []
     try:
         for s in subnets:
             e, d = s.encoder, s.decoder
@@ -80,25 +112,22 @@ def encode_many(subnets: Iterable[Subnet], space: SearchSpace) -> np.ndarray:
                     ("decoder", len(dl), max_dec)
                 raise SpaceError("encode", f"{which}.layers", f"depth {depth} exceeds the space's "
                                                               f"{top} layer slots")
-            row = [e.embed_dim, len(el)]
-            for x in el:
-                row += (x.ffn_dim, x.heads, op[x.operator], act[x.activation], x.rpr_len, norm[x.norm])
-            row += pad_enc[max_enc - len(el)]
-            row += (d.embed_dim, len(dl))
-            for x in dl:
-                row += (x.ffn_dim, x.heads, op[x.operator], act[x.activation], x.rpr_len, norm[x.norm],
-                        x.enc_attn_layers)
-            row += pad_dec[max_dec - len(dl)]
-            rows.append(row)
-    except KeyError as err:
-        valid = ", ".join(n for v in CATEGORICAL.values() for n in v)
-        bad = err.args[0]
-        raise SpaceError("encode", "layers", f"unknown categorical value {bad!r}; valid: {valid}") from None
+            # map() over C callables: no Python bytecode per layer
+            rows.append([*map(enc_id, map(get_enc, el)), *pad_enc[max_enc - len(el)],
+                         *map(dec_id, map(get_dec, dl)), *pad_dec[max_dec - len(dl)]])
+            heads.append((e.embed_dim, len(el), d.embed_dim, len(dl)))
     except AttributeError as err:
         raise SpaceError("encode", "<subnet>", f"expected Subnet objects ({err})") from None
+    except TypeError as err:  # an unhashable gene value
+        raise SpaceError("encode", "layers", f"gene values must be numbers or names ({err})") from None
     if not rows:
         return np.empty((0, len(names)), dtype=np.float64)
-    return np.array(rows, dtype=np.float64)[:, perm]
+    ids = np.array(rows, dtype=np.intp)
+    top = np.array(heads, dtype=np.float64)
+    enc = _layer_table(ids_enc, genes_enc)[ids[:, :max_enc]].reshape(len(rows), -1)
+    dec = _layer_table(ids_dec, genes_dec)[ids[:, max_enc:]].reshape(len(rows), -1)
+    X = np.concatenate([top[:, :2], enc, top[:, 2:], dec], axis=1)  # the layer-major row of _layout
+    return X[:, perm]
 
 
 def encode(subnet: Subnet, space: SearchSpace) -> np.ndarray:
