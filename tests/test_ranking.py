@@ -113,6 +113,21 @@ def test_pairwise_ranker_ranks_unseen_architectures(data, pairwise):
     assert 0 < pairwise.n_trees_ < 1000  # early stopping ended it
 
 
+@pytest.mark.parametrize("cls", [PairwiseRanker, GBDTRegressor])
+def test_refit_trains_on_every_row_for_the_scaled_rounds(data, cls):
+    """The hold-out only picks the number of rounds: the saved model is the one trained on all
+    rows for that many rounds x n / n_train."""
+    X, y, Xt, yt = data
+    held = cls(refit=False).fit(X, y)
+    full = cls().fit(X, y)
+    k = max(1, round(held.n_trees_ * 300 / 240))
+    assert full.info_["refit_rows"] == 300 and held.info_["refit_rows"] == 0 and full.n_trees_ == k
+    on_all_rows = cls(early_stopping_rounds=0, fallback_rounds=k).fit(X, y)
+    np.testing.assert_allclose(full.predict(Xt), on_all_rows.predict(Xt), rtol=0, atol=1e-12)
+    assert not np.allclose(full.predict(Xt), held.predict(Xt))
+    assert kendall_tau(yt, full.predict(Xt)) > 0.75
+
+
 @pytest.mark.parametrize("make, min_tau", [
     (lambda: LambdaRanker(), 0.5),
     (lambda: GBDTRegressor(), 0.7),

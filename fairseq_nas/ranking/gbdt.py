@@ -18,6 +18,8 @@ of evaluated architectures):
 * ``num_threads=1`` (default): one thread. For a few hundred rows threads only add overhead
   (the pairwise objective runs in Python between iterations), and on a busy machine OpenMP
   threads waiting for each other made a 600-row fit 5-30x slower. 0 = OpenMP's default.
+* ``refit=True`` (default): the hold-out only picks the number of rounds; the model is then
+  trained again on every row for that many rounds, scaled by the larger set (n / n_train).
 * When the hold-out part would have fewer than 5 rows (or fewer than 5 would be left to train
   on), or ``early_stopping_rounds=0``, there is no early stopping: the model trains on every row
   for ``fallback_rounds`` rounds.
@@ -154,6 +156,7 @@ class _LightGBMRanker(Ranker):
         seed: int = 0,
         num_threads: int = 1,
         lgb_params: Optional[dict[str, Any]] = None,
+        refit: bool = True,
     ):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -167,6 +170,7 @@ class _LightGBMRanker(Ranker):
         self.seed = seed
         self.num_threads = num_threads
         self.lgb_params = lgb_params
+        self.refit = refit
         self.booster_: Optional[lgb.Booster] = None
 
     # hooks ----------------------------------------------------------------------------------------
@@ -247,14 +251,29 @@ class _LightGBMRanker(Ranker):
         )
         best = booster.best_iteration if va is not None and booster.best_iteration > 0 else None
         total = best if best is not None else booster.current_iteration()
-        # Keep only the trees up to the best iteration, so predict/save/warm-start agree.
-        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
         score = None
         if va is not None and booster.best_score:
             score = {k: float(v) for k, v in booster.best_score.get("valid", {}).items()}
+        refit_rows = 0
+        if va is not None and self.refit:
+            # The hold-out only chose the number of rounds: train again on every row, with the rounds
+            # scaled by the larger set (on small NAS sets the 20% matter: +0.02-0.03 Kendall tau on the
+            # IWSLT sample at N = 50-200).
+            new_rounds = max(1, int(round((total - init_iters) * y.size / tr.size)))
+            full = self._base_params(y.size)
+            full.update(self._objective_params(y))
+            if self.lgb_params:
+                full.update(self.lgb_params)
+            booster = lgb.train(full, self._dataset(X, y, y, full), num_boost_round=new_rounds,
+                                init_model=init_booster)
+            total = init_iters + new_rounds
+            refit_rows = int(y.size)
+        # Keep only the trees up to the best iteration, so predict/save/warm-start agree.
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=total))
         self.info_.update({
             "n_train": int(tr.size),
             "n_valid": int(0 if va is None else va.size),
+            "refit_rows": refit_rows,
             "n_trees": int(self.booster_.num_trees()),
             "init_trees": int(init_iters),
             "new_rounds": int(total - init_iters),
@@ -305,12 +324,13 @@ class PairwiseRanker(_LightGBMRanker):
         seed: int = 0,
         num_threads: int = 1,
         lgb_params: Optional[dict[str, Any]] = None,
+        refit: bool = True,
         max_pairs: int = 2_000_000,
         eval_metric: str = "logloss",
     ):
         super().__init__(learning_rate, num_leaves, max_depth, n_estimators, early_stopping_rounds,
                          valid_fraction, min_child_samples, fallback_rounds, min_rounds, seed, num_threads,
-                         lgb_params)
+                         lgb_params, refit)
         if eval_metric not in ("logloss", "kendall"):
             raise ValueError(f"eval_metric: expected 'logloss' or 'kendall', got {eval_metric!r}")
         self.max_pairs = max_pairs
@@ -374,6 +394,7 @@ class LambdaRanker(_LightGBMRanker):
         seed: int = 0,
         num_threads: int = 1,
         lgb_params: Optional[dict[str, Any]] = None,
+        refit: bool = True,
         levels: int = RELEVANCE_LEVELS,
         quantile: float = 0.2,
         truncation_level: Optional[int] = None,
@@ -381,7 +402,7 @@ class LambdaRanker(_LightGBMRanker):
     ):
         super().__init__(learning_rate, num_leaves, max_depth, n_estimators, early_stopping_rounds,
                          valid_fraction, min_child_samples, fallback_rounds, min_rounds, seed, num_threads,
-                         lgb_params)
+                         lgb_params, refit)
         self.levels = levels
         self.quantile = quantile
         self.truncation_level = truncation_level
