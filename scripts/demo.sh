@@ -93,12 +93,14 @@ stage "4. collect: inherited-weight validation loss of $N_COLLECT subnets"
 fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLECT" --seed 2 \
     --max-sentences-eval "$EVAL_SENTS" --cpu --out "$OUT/archs.jsonl" --no-progress | tail -2
 
-stage "5. rank: pairwise GBDT ranker, importance, pruned space; latency model"
-fairseq-nas rank "$OUT/archs.jsonl" --target valid_loss --space "$SPACE" --prune --theta 1.15 \
-    --importance-samples 60 --refit --out "$OUT/ranker" | tail -25
+stage "5. rank: latency model; pairwise GBDT ranker, importance, pruned space"
 fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --refit \
     --out "$OUT/latency_model" > "$OUT/latency_model.txt"
 grep -iE "tau|within|latency" "$OUT/latency_model.txt" | head -6 || true
+# hardware-aware pruning (RankNAS): groups that matter for latency stay searchable too
+fairseq-nas rank "$OUT/archs.jsonl" --target valid_loss --space "$SPACE" --prune --theta 1.15 \
+    --keep-important "$OUT/latency_model/importance.json" \
+    --importance-samples 60 --refit --out "$OUT/ranker" | tail -27
 cp "$OUT/ranker/importance.png" "$OUT/plots/importance.png" 2>/dev/null || true
 
 stage "6. search under a latency limit"
@@ -110,11 +112,21 @@ EOF
 )
 echo "    latency limit: $LIMIT ms (median measured subnet)"
 SEARCH_SPACE="$OUT/ranker/pruned_space.yaml"; [ -f "$SEARCH_SPACE" ] || SEARCH_SPACE="$SPACE"
-if ! have "$OUT/search/best.json"; then
-  fairseq-nas search --space "$SEARCH_SPACE" --feature-space "$SPACE" --ranker "$OUT/ranker" \
+search() {
+  fairseq-nas search --space "$1" --feature-space "$SPACE" --ranker "$OUT/ranker" \
       --latency-model "$OUT/latency_model" --latency-ms "$LIMIT" --dict "$DATA" --threads 1 \
       --runs "$LAT_RUNS" --warmup 2 --top-k "$TOPK" --generations "$GENS" --population "$POP" \
-      --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/search" --resume
+      --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/search" --resume \
+      2>&1 | tee "$OUT/search.log"  # pipefail: the status is the search's
+}
+if ! have "$OUT/search/best.json"; then
+  if ! search "$SEARCH_SPACE"; then
+    grep -q "no subnet meets the limit" "$OUT/search.log" && [ "$SEARCH_SPACE" != "$SPACE" ] \
+      || { echo "demo.sh: error: search failed; see above" >&2; exit 1; }
+    echo "    the pruned space cannot meet the limit (its fixed values are too slow): searching the full space"
+    rm -rf "$OUT/search"
+    search "$SPACE"
+  fi
 fi
 cp "$OUT/search/pareto.png" "$OUT/plots/pareto.png"
 

@@ -160,3 +160,34 @@ def test_rank_latency_target_fits_a_latency_model_that_search_accepts(tmp_path, 
     assert isinstance(model, LatencyModel)
     metrics = json.loads((out / "metrics.json").read_text())["models"]["latency"]
     assert metrics["kendall_tau"] > 0.5 and metrics["within_10pct"] > 0.5  # predicts ms, not a negated score
+
+
+def test_prune_keeps_the_groups_another_run_found_important(tmp_path, capsys):
+    """Hardware-aware pruning: a group that does not matter for the loss but does for latency
+    (here enc.heads, from a latency model's importance.json) stays searchable."""
+    space = load_space("shrinknas_iwslt14")
+    rows_path = tmp_path / "archs.jsonl"
+    _write_rows(rows_path, 150, space)
+    plain, kept = tmp_path / "plain", tmp_path / "kept"
+    assert main(["rank", str(rows_path), "--out", str(plain), "--prune", "--seed", "1"]) == 0
+    assert "enc.heads" in json.loads((plain / "fixed.json").read_text())["fixed"]  # the loss ignores heads
+
+    latency_importance = tmp_path / "latency_importance.json"
+    latency_importance.write_text(json.dumps({"importance": {"enc.heads": 2.0, "dec.layers": 1.01}}))
+    capsys.readouterr()
+    assert main(["rank", str(rows_path), "--out", str(kept), "--prune", "--seed", "1",
+                 "--keep-important", str(latency_importance)]) == 0
+    assert f"kept enc.heads: important in {latency_importance}" in capsys.readouterr().out
+    fixed = json.loads((kept / "fixed.json").read_text())["fixed"]
+    assert "enc.heads" not in fixed
+    assert load_space(str(kept / "pruned_space.yaml")).encoder.heads == space.encoder.heads
+    assert json.loads((kept / "metrics.json").read_text())["pruned"]["kept_for"] == {"enc.heads":
+                                                                                    str(latency_importance)}
+
+    for text, field in (("{not json", "not JSON"), (json.dumps({"importance": {"enc.colour": 2}}), "enc.colour"),
+                        (json.dumps({"importance": [1, 2]}), "field 'importance' must map")):
+        latency_importance.write_text(text)
+        assert main(["rank", str(rows_path), "--out", str(kept), "--prune",
+                     "--keep-important", str(latency_importance)]) == 2
+        err = capsys.readouterr().err
+        assert f"--keep-important {latency_importance}" in err and field in err and len(err.splitlines()) == 1

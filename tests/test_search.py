@@ -10,6 +10,7 @@ import pytest
 
 from fairseq_nas.errors import FairseqNasError
 from fairseq_nas.search import (
+    Candidate,
     CandidateScorer,
     Constraints,
     EvolutionConfig,
@@ -143,3 +144,29 @@ def test_predict_subnets_in_chunks_equals_one_batch(space):
     np.testing.assert_array_equal(whole[1], latency(X))
     for a, b in zip(whole, chunked):
         np.testing.assert_array_equal(a, b)
+
+
+def _candidates(n):
+    space = parse_space(SMALL_SPACE, "tiny.yaml")
+    return [Candidate(space.sample(random.Random(i)), score=float(-i), latency_ms=1.0, params=None) for i in range(n)]
+
+
+def test_measurement_walks_down_the_ranking_only_when_no_finalist_meets_the_limit():
+    from fairseq_nas.search import measure_until_one_meets
+
+    cands = _candidates(10)
+    real = {c.subnet.key(): ms for c, ms in zip(cands, [9, 8, 9, 7, 6, 2, 1, 1, 1, 1])}
+    calls = []
+
+    def measure(c):
+        calls.append(c)
+        return real[c.subnet.key()]
+
+    got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure)
+    assert [ms for _, ms in got] == [9, 8, 9, 7, 6, 2] and calls == cands[:6]  # stops at the first that meets
+    calls.clear()
+    got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 4, measure)
+    assert [ms for _, ms in got] == [9, 8, 9, 7]  # the budget ends the walk: the caller reports failure
+    got = measure_until_one_meets(cands[:3], cands[3:], 8.5, 9, measure)
+    assert len(got) == 3  # a finalist meets: nothing more is measured
+    assert len(measure_until_one_meets(cands[:3], cands[3:], None, 9, measure)) == 3  # no limit: top K only

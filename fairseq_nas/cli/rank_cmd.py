@@ -64,6 +64,10 @@ def add_parser(sub) -> None:
     p.add_argument("--theta", type=float, default=1.15,
                    help="importance threshold: groups with I < theta are fixed by --prune (default 1.15)")
     p.add_argument("--prune", action="store_true", help="write the pruned space DIR/pruned_space.yaml")
+    p.add_argument("--keep-important", action="append", default=[], metavar="IMPORTANCE.json",
+                   help="with --prune, also keep every group with I >= theta in this importance.json of another "
+                        "rank run, e.g. the latency model's (RankNAS hardware-aware search selects the features "
+                        "of latency too); repeatable")
     p.add_argument("--refit", action="store_true",
                    help="after measuring, refit the saved ranker on all rows (metrics describe the split)")
     way = p.add_mutually_exclusive_group()
@@ -71,6 +75,25 @@ def add_parser(sub) -> None:
     way.add_argument("--higher-is-better", dest="direction", action="store_const", const="higher")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.set_defaults(func=run)
+
+
+def _read_importance(path: str, groups) -> dict[str, float]:
+    """The ``importance`` mapping of another rank run's importance.json, checked against `groups`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise FairseqNasError(f"--keep-important {path}: cannot read it ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise FairseqNasError(f"--keep-important {path}: not JSON ({e.msg}, line {e.lineno})") from None
+    imp = data.get("importance") if isinstance(data, dict) else None
+    if not isinstance(imp, dict) or not all(isinstance(v, (int, float)) for v in imp.values()):
+        raise FairseqNasError(f"--keep-important {path}: field 'importance' must map group names to numbers "
+                              "(the importance.json that fairseq-nas rank writes)")
+    unknown = sorted(set(imp) - set(groups))
+    if unknown:
+        raise FairseqNasError(f"--keep-important {path}: field 'importance' has groups {', '.join(unknown)} that "
+                              f"this space does not have; valid: {', '.join(groups)}")
+    return {g: float(v) for g, v in imp.items()}
 
 
 def make_ranker(objective: str, seed: int):
@@ -253,17 +276,26 @@ def run(args: argparse.Namespace) -> int:
     written = [out / "ranker", out / "metrics.json", out / "importance.json", out / "importance.png"]
     if args.prune:
         best = int(np.argmax(y))
-        pruned, fixed = prune_space(space, all_importance, args.theta, values=rs.subnets[best])
+        combined = dict(all_importance)
+        kept_for: dict[str, str] = {}
+        for path in args.keep_important:
+            for g, value in _read_importance(path, groups).items():
+                if value >= args.theta and combined.get(g, 1.0) < args.theta:
+                    kept_for[g] = path
+                combined[g] = max(combined.get(g, 1.0), value)
+        pruned, fixed = prune_space(space, combined, args.theta, values=rs.subnets[best])
         pruned = dataclasses.replace(pruned, name=f"{space.name}-pruned")
         pruned.save(out / "pruned_space.yaml")
         atomic_write_text(out / "fixed.json", json.dumps(
             {"fixed": fixed, "theta": args.theta, "values_from": rs.where[best]}, indent=2, default=str) + "\n")
-        metrics["pruned"] = {"fixed": fixed, "kept": [g for g in groups if g not in fixed],
+        metrics["pruned"] = {"fixed": fixed, "kept": [g for g in groups if g not in fixed], "kept_for": kept_for,
                              "num_subnets_before": float(space.num_subnets()),
                              "num_subnets_after": float(pruned.num_subnets())}
         print(f"\npruned space (theta {args.theta:g}; fixed values from the best row, {rs.where[best]}):")
         changed = {g: v for g, v in fixed.items() if g not in constant}
         print("  fixed: " + (", ".join(f"{g}={v}" for g, v in changed.items()) or "nothing that varies"))
+        for g, path in kept_for.items():
+            print(f"  kept {g}: important in {path}")
         print(f"  subnets: {space.num_subnets():.3g} -> {pruned.num_subnets():.3g}")
         written += [out / "pruned_space.yaml", out / "fixed.json"]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     g.add_argument("--patience", type=int, default=3, help="random search: rounds without improvement")
     m = p.add_argument_group("final measurement")
     m.add_argument("--top-k", type=int, default=5)
+    m.add_argument("--max-measured", type=int, default=None, metavar="M",
+                   help="when none of the top K meets the limit once measured, measure the next-best candidates "
+                        "one by one until one does, at most M in all (default 3 x K)")
     m.add_argument("--no-measure", action="store_true", help="skip measuring the top K (predicted latency only)")
     m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
     m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
@@ -106,12 +109,17 @@ def run(args: argparse.Namespace) -> int:
         Constraints,
         EvolutionConfig,
         evolution_search,
+        measure_until_one_meets,
         plot_pareto,
         random_search,
         top_k,
     )
     from fairseq_nas.space import Subnet, feature_names, load_space
 
+    max_measured = 3 * args.top_k if args.max_measured is None else args.max_measured
+    if args.top_k < 1 or max_measured < args.top_k:
+        raise FairseqNasError(f"--top-k {args.top_k} / --max-measured {max_measured}: expected 1 <= top K <= "
+                              "max measured")
     space = load_space(args.space)
     ranker, ranker_dir = _load_predictor(args.ranker, "--ranker")
     feature_space = load_space(args.feature_space) if args.feature_space else (_recorded_space(ranker_dir) or space)
@@ -184,9 +192,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    finalists = top_k(scorer, cons, args.top_k)
+    ranked = top_k(scorer, cons, max_measured)
+    finalists = ranked[: args.top_k]
     if result.best.subnet.key() not in {c.subnet.key() for c in finalists}:
         finalists = [result.best] + finalists[: args.top_k - 1]
+    reserve = [c for c in ranked if c.subnet.key() not in {f.subnet.key() for f in finalists}]
     measured = []
     if not args.no_measure:
         if vocab is None:
@@ -196,10 +206,18 @@ def run(args: argparse.Namespace) -> int:
         protocol = Protocol(src_len=args.src_len, runs=args.runs, warmup=args.warmup, device=args.device,
                             threads=args.threads)
         protocol.check()
-        for c in tqdm(finalists, desc="measuring top K", file=sys.stderr):
-            row = measure(c.subnet, feature_space, vocab[0], vocab[1], protocol,
-                          share_all_embeddings=args.share_all_embeddings and vocab[2])
-            measured.append((c, row["latency_ms"]))
+
+        def measure_one(c) -> float:
+            return measure(c.subnet, feature_space, vocab[0], vocab[1], protocol,
+                           share_all_embeddings=args.share_all_embeddings and vocab[2])["latency_ms"]
+
+        with tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr) as bar:
+            measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured, measure_one,
+                                               progress=lambda: bar.update(1))
+        if len(measured) > len(finalists):
+            print(f"none of the top {len(finalists)} met {args.latency_ms:g} ms when measured; measured the next "
+                  f"{len(measured) - len(finalists)} candidates (at most {max_measured} in all)", file=sys.stderr)
+        finalists = [c for c, _ in measured]
     rows = []
     for i, c in enumerate(finalists):
         m = measured[i][1] if measured else None
@@ -211,9 +229,10 @@ def run(args: argparse.Namespace) -> int:
     if not winners:
         plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
         fastest = min(r["measured_latency_ms"] for r in rows)
-        raise FairseqNasError(f"--latency-ms {args.latency_ms:g}: none of the top {len(rows)} meets the limit when "
-                              f"measured (fastest {fastest:.2f} ms); raise --top-k, lower the limit for the search, "
-                              f"or refit the latency model; see {out / 'topk.jsonl'}")
+        raise FairseqNasError(f"--latency-ms {args.latency_ms:g}: none of the {len(rows)} best candidates meets the "
+                              f"limit when measured (fastest {fastest:.2f} ms); raise --top-k or --max-measured, "
+                              f"lower the limit for the search, or refit the latency model; see "
+                              f"{out / 'topk.jsonl'}")
     best = Subnet.from_dict(winners[0]["subnet"], "topk")
     _atomic_write(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
     plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)

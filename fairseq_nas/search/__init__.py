@@ -10,7 +10,8 @@ from fairseq_nas.search.evolution import (
 )
 from fairseq_nas.search.pareto import plot_pareto, soft_pareto_front
 from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints, predict_subnets
+from fairseq_nas.search.verify import measure_until_one_meets
 
 __all__ = ["Candidate", "CandidateScorer", "Constraints", "EvolutionConfig", "SearchResult", "evolution_search",
-           "predict_subnets",
+           "measure_until_one_meets", "predict_subnets",
            "initial_population", "plot_pareto", "random_search", "soft_pareto_front", "top_k"]
