@@ -170,3 +170,17 @@ def test_measurement_walks_down_the_ranking_only_when_no_finalist_meets_the_limi
     got = measure_until_one_meets(cands[:3], cands[3:], 8.5, 9, measure)
     assert len(got) == 3  # a finalist meets: nothing more is measured
     assert len(measure_until_one_meets(cands[:3], cands[3:], None, 9, measure)) == 3  # no limit: top K only
+
+
+def test_equal_scores_are_ordered_by_predicted_latency(space):
+    """A tree ensemble gives one score to subnets that differ only in genes it ignores: among
+    them the faster (then the smaller) one ranks first."""
+    subs = [space.sample(random.Random(i)) for i in range(40)]
+    subs = list({s.key(): s for s in subs}.values())[:6]
+    lat = {s.key(): float(10 - i) for i, s in enumerate(subs)}
+    scorer = CandidateScorer(space, lambda X: np.ones(len(X)), lambda X: np.zeros(len(X)))
+    scorer.cache = {s.key(): Candidate(s, 1.0, lat[s.key()], 100) for s in subs}
+    order = [c.subnet.key() for c in top_k(scorer, Constraints(), 6)]
+    assert order == [s.key() for s in reversed(subs)]
+    scorer.cache[subs[0].key()] = Candidate(subs[0], 1.5, 99.0, 100)  # a higher score still wins
+    assert top_k(scorer, Constraints(), 1)[0].subnet == subs[0]

@@ -10,6 +10,7 @@ current process (a resumed process starts counting again).
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -40,8 +41,14 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
 
 
+def rank_key(c: Candidate) -> tuple[float, float, float]:
+    """Order of candidates: ranker score, then (between equal scores, which a tree ensemble gives
+    to subnets differing only in genes it ignores) the lower predicted latency, then fewer params."""
+    return (-c.score, math.inf if c.latency_ms is None else c.latency_ms, math.inf if c.params is None else c.params)
+
+
 def _best(cands: Sequence[Candidate]) -> Optional[Candidate]:
-    return max(cands, key=lambda c: c.score) if cands else None
+    return min(cands, key=rank_key) if cands else None
 
 
 def _row(gen: int, pop: Sequence[Candidate], best: Candidate, scorer: CandidateScorer, rng: random.Random) -> dict:
@@ -122,7 +129,7 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
         # generation `cfg.generations` is the last bred population: scored, never bred from
         population = scorer.evaluate([c.subnet for c in population])
         gen_best = _best(population)
-        if gen_best.score > best.score:
+        if rank_key(gen_best) < rank_key(best):
             best = gen_best
         row = _row(gen, population, best, scorer, rng)
         history.append(row)
@@ -136,7 +143,7 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
 
 
 def _breed(space, scorer, cons, cfg: EvolutionConfig, population: list[Candidate], rng: random.Random):
-    parents = sorted(population, key=lambda c: -c.score)[: cfg.parents]
+    parents = sorted(population, key=rank_key)[: cfg.parents]
     keep = {c.subnet.key() for c in parents}
     mutants, _ = _feasible_samples(
         lambda: space.mutate(rng.choice(parents).subnet, rng, cfg.mutation_prob), cfg.mutations, scorer, cons,
@@ -171,7 +178,7 @@ def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evolut
             batch, _ = _feasible_samples(lambda: space.sample(rng), cfg.population, scorer, cons, cfg.max_tries,
                                          set())
         cand = _best(batch)
-        if cand is not None and (best is None or cand.score > best.score):
+        if cand is not None and (best is None or rank_key(cand) < rank_key(best)):
             best, stale = cand, 0
         else:
             stale += 1
@@ -188,5 +195,5 @@ def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evolut
 
 
 def top_k(scorer: CandidateScorer, cons: Constraints, k: int) -> list[Candidate]:
-    """The k best-scored feasible candidates seen during the search."""
-    return sorted((c for c in scorer.all_candidates() if cons.feasible(c)), key=lambda c: -c.score)[:k]
+    """The k best feasible candidates seen during the search (in `rank_key` order)."""
+    return sorted((c for c in scorer.all_candidates() if cons.feasible(c)), key=rank_key)[:k]
