@@ -102,7 +102,7 @@ def encode_many(subnets: Iterable[Subnet], space: SearchSpace) -> np.ndarray:
     enc_id, dec_id = ids_enc.__getitem__, ids_dec.__getitem__
     pad_enc = [[0] * k for k in range(max_enc + 1)]
     pad_dec = [[0] * k for k in range(max_dec + 1)]
-    heads, rows = [], []
+    stack_dims, rows = [], []  # (enc embed, enc depth, dec embed, dec depth) per subnet
     try:
         for s in subnets:
             e, d = s.encoder, s.decoder
@@ -115,7 +115,7 @@ def encode_many(subnets: Iterable[Subnet], space: SearchSpace) -> np.ndarray:
             # map() over C callables: no Python bytecode per layer
             rows.append([*map(enc_id, map(get_enc, el)), *pad_enc[max_enc - len(el)],
                          *map(dec_id, map(get_dec, dl)), *pad_dec[max_dec - len(dl)]])
-            heads.append((e.embed_dim, len(el), d.embed_dim, len(dl)))
+            stack_dims.append((e.embed_dim, len(el), d.embed_dim, len(dl)))
     except AttributeError as err:
         raise SpaceError("encode", "<subnet>", f"expected Subnet objects ({err})") from None
     except TypeError as err:  # an unhashable gene value
@@ -123,7 +123,7 @@ def encode_many(subnets: Iterable[Subnet], space: SearchSpace) -> np.ndarray:
     if not rows:
         return np.empty((0, len(names)), dtype=np.float64)
     ids = np.array(rows, dtype=np.intp)
-    top = np.array(heads, dtype=np.float64)
+    top = np.array(stack_dims, dtype=np.float64)
     enc = _layer_table(ids_enc, genes_enc)[ids[:, :max_enc]].reshape(len(rows), -1)
     dec = _layer_table(ids_dec, genes_dec)[ids[:, max_enc:]].reshape(len(rows), -1)
     X = np.concatenate([top[:, :2], enc, top[:, 2:], dec], axis=1)  # the layer-major row of _layout
