@@ -20,11 +20,9 @@ Batch = dict[str, Any]
 PenaltyFn = Callable[[Subnet], float]
 
 
-def sample_sentences(dataset, tokens: int, rng: random.Random) -> list[int]:
-    """Indices of randomly drawn sentences whose token counts (max of source and target length,
-    fairseq's `num_tokens`) add up to about `tokens` (at least one sentence)."""
-    order = list(range(len(dataset)))
-    rng.shuffle(order)
+def _take_up_to(dataset, order, tokens: int) -> list[int]:
+    """Sentences of `order` while their token counts (max of source and target length, fairseq's
+    `num_tokens`) add up to at most about `tokens` (at least one sentence)."""
     chosen, total = [], 0
     for i in order:
         n = int(dataset.num_tokens(i))
@@ -35,16 +33,16 @@ def sample_sentences(dataset, tokens: int, rng: random.Random) -> list[int]:
     return chosen
 
 
+def sample_sentences(dataset, tokens: int, rng: random.Random) -> list[int]:
+    """Indices of randomly drawn sentences adding up to about `tokens` tokens."""
+    order = list(range(len(dataset)))
+    rng.shuffle(order)
+    return _take_up_to(dataset, order, tokens)
+
+
 def first_sentences(dataset, tokens: int) -> list[int]:
     """The first sentences of the dataset, up to about `tokens` tokens (a fixed input)."""
-    chosen, total = [], 0
-    for i in range(len(dataset)):
-        n = int(dataset.num_tokens(i))
-        if chosen and total + n > tokens:
-            break
-        chosen.append(i)
-        total += n
-    return chosen
+    return _take_up_to(dataset, range(len(dataset)), tokens)
 
 
 def make_batches(dataset, indices: Sequence[int], batch_tokens: Optional[int] = None) -> list[Batch]:
