@@ -50,7 +50,7 @@ $(for i in "${!FILES[@]}"; do printf '                       %-36s %s\n' "${FILE
                      DIR/archives.sha256 and later runs check the archives against it
   --bpe-size N       joint sentencepiece BPE vocabulary (default 32000)
   --sample-train N   keep N random training pairs after the length filter (seeded by --seed,
-                     in corpus order); default: all
+                     in corpus order); default 0: all
   --seed S           seed of --sample-train (default 1)
   --max-len N        length filter: at most N tokens per side (default 250)
   --workers N        processes for tokenization, BPE and binarization (default: CPUs, at most 8)
@@ -97,7 +97,7 @@ done
 is_posint "$BPE_SIZE" || die "--bpe-size must be a positive integer, got '$BPE_SIZE'"
 BPE_SIZE=$((10#$BPE_SIZE))
 (( BPE_SIZE >= 8 )) || die "--bpe-size must be at least 8, got $BPE_SIZE"
-is_nonnegint "$SAMPLE" || die "--sample-train must be a positive integer, got '$SAMPLE'"
+is_nonnegint "$SAMPLE" || die "--sample-train must be a non-negative integer (0: all pairs), got '$SAMPLE'"
 SAMPLE=$((10#$SAMPLE))
 is_nonnegint "$SEED" || die "--seed must be a non-negative integer, got '$SEED'"
 SEED=$((10#$SEED))
