@@ -189,5 +189,10 @@ def test_prune_keeps_the_groups_another_run_found_important(tmp_path, capsys):
         latency_importance.write_text(text)
         assert main(["rank", str(rows_path), "--out", str(kept), "--prune",
                      "--keep-important", str(latency_importance)]) == 2
-        err = capsys.readouterr().err
+        captured = capsys.readouterr()
+        err = captured.err
         assert f"--keep-important {latency_importance}" in err and field in err and len(err.splitlines()) == 1
+        assert "ranking quality" not in captured.out  # refused before any fitting
+    latency_importance.write_text(json.dumps({"importance": {"enc.heads": 2.0}}))
+    assert main(["rank", str(rows_path), "--out", str(kept), "--keep-important", str(latency_importance)]) == 2
+    assert "--keep-important only matters with --prune" in capsys.readouterr().err

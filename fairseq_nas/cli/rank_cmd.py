@@ -175,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         raise FairseqNasError(f"{args.rows[0]}: {n} usable rows; need at least 4 to fit and measure a ranker")
     if float(np.ptp(y_raw)) == 0.0:
         raise FairseqNasError(f"{args.rows[0]}: {target}: every row has the same value; nothing to rank")
+    # other runs' importances (read before any fitting, so a bad file fails at once)
+    other_importance = [(path, _read_importance(path, feature_groups(space))) for path in args.keep_important]
+    if other_importance and not args.prune:
+        raise FairseqNasError("--keep-important only matters with --prune")
     y = y_raw if direction == "higher" else -y_raw
     fit_on = target if direction == "higher" else f"-{target}"
     X = encode_many(rs.subnets, space)
@@ -278,8 +282,8 @@ def run(args: argparse.Namespace) -> int:
         best = int(np.argmax(y))
         combined = dict(all_importance)
         kept_for: dict[str, str] = {}
-        for path in args.keep_important:
-            for g, value in _read_importance(path, groups).items():
+        for path, imp in other_importance:
+            for g, value in imp.items():
                 if value >= args.theta and combined.get(g, 1.0) < args.theta:
                     kept_for[g] = path
                 combined[g] = max(combined.get(g, 1.0), value)
