@@ -1,8 +1,10 @@
 """Elastic lightweight and dynamic convolutions (Wu et al. 2019) and their GLU block.
 
 Heads are elastic: a configuration with h heads uses the first h kernel rows (lightweight)
-or the first h * K outputs of the kernel predictor (dynamic); the active channels are
-split evenly over those heads. The kernel size is fixed per layer. Causal convolutions
+or the first h * K outputs of the kernel predictor (dynamic). Channel c belongs to head
+c mod h at every width (fairseq assigns blocks of C / h channels, which moves a channel to
+another head whenever the width changes), so the conv of a narrower subnet with the same
+heads is exactly the front slice of a wider one's. The kernel size is fixed per layer. Causal convolutions
 (decoder) pad K - 1 on the left and decode incrementally from a buffer of the last K - 1
 inputs; non-causal ones pad K // 2 on each side.
 """
@@ -68,17 +70,15 @@ class ElasticLightweightConv(_ElasticConvBase):
             raise ValueError(f"{c} channels cannot be split over {heads} heads")
         w = F.softmax(self.weight[:heads], dim=-1)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)
+        w_channels = w.repeat(c // heads, 1)  # C x K: channel c has head c mod heads
         if incremental_state is None:
             # Depthwise conv1d: fast band computation for full sequences.
-            w_full = w.repeat_interleave(c // heads, dim=0).unsqueeze(1)  # C x 1 x K
             xb = x.permute(1, 2, 0)
             xb = F.pad(xb, (self.padding_l, self.kernel_size - 1 - self.padding_l))
-            return F.conv1d(xb, w_full, groups=c).permute(2, 0, 1)
+            return F.conv1d(xb, w_channels.unsqueeze(1), groups=c).permute(2, 0, 1)
         window = self._window(x, incremental_state)  # 1 x B x C x K'
         kk = window.size(3)
-        w = w[:, -kk:]
-        out = window.reshape(t, b, heads, c // heads, kk) * w.view(1, 1, heads, 1, kk)
-        return out.sum(-1).view(t, b, c)
+        return (window * w_channels[:, -kk:]).sum(-1)
 
 
 class ElasticDynamicConv(_ElasticConvBase):
@@ -101,7 +101,8 @@ class ElasticDynamicConv(_ElasticConvBase):
         window = self._window(x, incremental_state)  # T x B x C x K'
         kk = window.size(3)
         w = w[..., -kk:]
-        out = window.reshape(t, b, heads, c // heads, kk) * w.unsqueeze(3)
+        # channel c = i * heads + j has head j = c mod heads
+        out = window.reshape(t, b, c // heads, heads, kk) * w.unsqueeze(2)
         return out.sum(-1).view(t, b, c)
 
 

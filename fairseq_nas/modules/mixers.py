@@ -1,6 +1,7 @@
 """Token-mixing operators behind one interface: self-attention, lightweight or dynamic
 convolution, and LSRA (Lite Transformer's long-short range attention: the channels split
-in half, attention on the first half, a convolution branch on the second).
+in half, attention on the even channels, a convolution branch on the odd ones, so a channel
+goes to the same branch at every width).
 
 Each operator family is its own module with its own weights: families share nothing.
 """
@@ -52,6 +53,18 @@ class ConvMixer(nn.Module):
         return self.block(x, heads, padding_mask, incremental_state)
 
 
+def lsra_split(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Even channels to attention, odd ones to the convolution. Interleaving (rather than
+    first half / second half) keeps every channel on its branch when the width changes, and
+    the branch inputs of a narrower width are the front slices of a wider width's."""
+    return x[..., 0::2], x[..., 1::2]
+
+
+def lsra_merge(attn_out: Tensor, conv_out: Tensor) -> Tensor:
+    """The inverse of `lsra_split`: branch outputs back to their channels."""
+    return torch.stack([attn_out, conv_out], dim=-1).flatten(-2)
+
+
 class LSRAMixer(nn.Module):
     """Half the channels to attention (width = half the embed dim), half to a convolution."""
 
@@ -66,11 +79,11 @@ class LSRAMixer(nn.Module):
                 padding_mask: Optional[Tensor], attn_mask: Optional[Tensor],
                 incremental_state: Optional[IncrementalState]) -> Tensor:
         half = x.size(-1) // 2
-        xa, xc = x[..., :half], x[..., half:]
+        xa, xc = lsra_split(x)
         a = self.attn(xa, xa, heads=heads, qkv_dim=half, rpr_len=rpr_len, key_padding_mask=padding_mask,
                       attn_mask=attn_mask, incremental_state=incremental_state)
         c = self.conv(xc, heads, padding_mask, incremental_state)
-        return torch.cat([a, c], dim=-1)
+        return lsra_merge(a, c)
 
 
 def build_mixer(operator: str, m: MixerMax, causal: bool, attention_dropout: float = 0.0,
