@@ -27,7 +27,7 @@ def _layer_kwargs(cfg: Any) -> dict:
 
 def _embed(tokens: Tensor, table: nn.Embedding, dim: int, positions: Tensor) -> Tensor:
     x = F.embedding(tokens, table.weight[:, :dim], table.padding_idx)
-    return math.sqrt(dim) * x + positions
+    return math.sqrt(dim) * x + positions.to(x.dtype)  # the float32 table must not promote fp16/bf16
 
 
 def _check_fits(config: StackConfig, plan: StackPlan, name: str) -> None:

@@ -97,5 +97,7 @@ class ElasticSinusoidalPositions(nn.Module):
         positions = (torch.cumsum(mask, dim=1) * mask).long() + self.padding_idx
         if incremental:
             positions = positions[:, -1:]
-        table = self._table(dim, int(positions.max().item()) + 1, tokens.device)
+        # The largest position is at most padding_idx + length: sizing the table from the shape,
+        # not from positions.max(), keeps the host out of every decoder step on a GPU.
+        table = self._table(dim, self.padding_idx + tokens.size(1) + 1, tokens.device)
         return table[positions]

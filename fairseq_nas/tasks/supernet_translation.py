@@ -28,6 +28,7 @@ from fairseq_nas.sampling import (
     write_dss_outputs,
 )
 from fairseq_nas.sampling.scoring import load_penalty_fn
+from fairseq_nas.tasks.single_path import SinglePathGuard
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class SupernetTranslationTask(TranslationTask):
         self.model = None  # the unwrapped model from build_model (DDP wrappers hide attributes)
         self.sampler = None
         self._logged_update = -1
+        self.single_path = SinglePathGuard()
+        self._guarded_update = -1
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         model = super().build_model(cfg, from_checkpoint)
@@ -129,13 +132,28 @@ class SupernetTranslationTask(TranslationTask):
             logger.info("restored %s sampler state from the checkpoint", self.sampler.kind)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if self.sampler is not None:
-            self._restore_sampler()
-            subnet = self.sampler.subnet_for_update(update_num)
-            self.model.set_subnet(subnet)
-            if self.cfg.subnet_log and update_num != self._logged_update:
-                self._log_subnet(update_num, subnet)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if self.sampler is None:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        self._restore_sampler()
+        if update_num != self._guarded_update:  # a new update (the last one's step may have been skipped)
+            self.single_path.check_optimizer(optimizer)
+            self.single_path.release()
+            self._guarded_update = update_num
+        subnet = self.sampler.subnet_for_update(update_num)
+        self.model.set_subnet(subnet)
+        if self.cfg.subnet_log and update_num != self._logged_update:
+            self._log_subnet(update_num, subnet)
+        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        self.single_path.mark_unused(self.model)
+        return out
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """The step leaves out every parameter the update's subnet did not use (see single_path)."""
+        self.single_path.before_step(optimizer)
+        try:
+            super().optimizer_step(optimizer, model, update_num)
+        finally:
+            self.single_path.release()
 
     def _log_subnet(self, update_num: int, subnet) -> None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
