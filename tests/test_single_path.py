@@ -3,7 +3,8 @@
 Each mode trains a tiny supernet for a few updates with the real `fairseq-train`, saving a
 checkpoint (with the optimizer state) after every update. For each update, the parameters
 its subnet did not use (other operator families in every layer, layers beyond its depth)
-must be bit-identical before and after it, and their Adam state must not advance.
+must be bit-identical before and after it, and their Adam state must not advance. With the
+sandwich rule an update trains several subnets: what none of them used must not move.
 """
 from __future__ import annotations
 
@@ -74,8 +75,10 @@ def _check_single_path(save: Path, log: Path, ranks: int) -> None:
 
     fairseq_nas.register()
     rows = read_jsonl(log)
-    by_rank = {r: {row["update"]: row["subnet"] for row in rows if row["rank"] == r} for r in range(ranks)}
-    assert all(by_rank[r] == by_rank[0] for r in range(ranks))  # the same subnet on every rank
+    by_rank: dict[int, dict[int, list]] = {r: {} for r in range(ranks)}
+    for row in rows:  # an update trains one subnet, or several with the sandwich rule
+        by_rank[row["rank"]].setdefault(row["update"], []).append(row["subnet"])
+    assert all(by_rank[r] == by_rank[0] for r in range(ranks))  # the same subnets on every rank
     assert sorted(by_rank[0]) == list(range(UPDATES))
 
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(save / f"checkpoint_1_{UPDATES}.pt")])
@@ -85,9 +88,10 @@ def _check_single_path(save: Path, log: Path, ranks: int) -> None:
               for u in range(1, UPDATES + 1)}
     stale_momentum_seen = 0
     for u in range(2, UPDATES + 1):
-        subnet = Subnet.from_dict(by_rank[0][u - 1])  # the update that turns checkpoint u-1 into u
-        unused = _unused_parameter_names(model, subnet)
-        assert _structural_unused(subnet, model) <= unused
+        # the update that turns checkpoint u-1 into u: what none of its subnets used must not move
+        subnets = [Subnet.from_dict(d) for d in by_rank[0][u - 1]]
+        unused = set.intersection(*(_unused_parameter_names(model, s) for s in subnets))
+        assert set.intersection(*(_structural_unused(s, model) for s in subnets)) <= unused
         before, after = states[u - 1], states[u]
         opt_before = before["last_optimizer_state"]["state"]
         opt_after = after["last_optimizer_state"]["state"]
@@ -116,6 +120,7 @@ MODES = {
     "memory_efficient_fp16": (["--memory-efficient-fp16", "--fp16-init-scale", "8"], 1),
     "two_ranks_legacy_ddp": ([], 2),
     "two_ranks_update_freq_2_fp16": (["--update-freq", "2", *FP16_PER_PARAM], 2),
+    "two_ranks_sandwich": (["--sampler", "sandwich", "--sandwich-random", "1"], 2),
 }
 
 

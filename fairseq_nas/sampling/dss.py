@@ -155,6 +155,17 @@ class DSSSampler:
             self.updates_seen = max(self.updates_seen, update_num + 1)
         return self._cache[1]
 
+    def subnets_for_update(self, update_num: int, n: int) -> list[Subnet]:
+        """n draws for one update (the sandwich's random subnets), each remembered for phase 2;
+        the first is `subnet_for_update`'s."""
+        rng = random.Random(self.seed + update_num)
+        space = self.sample_space()
+        subnets = [space.sample(rng) for _ in range(n)]
+        for subnet in subnets:  # noting twice is harmless: the memory is keyed by subnet
+            self._note(subnet)
+        self.updates_seen = max(self.updates_seen, update_num + 1)
+        return subnets
+
     def _note(self, subnet: Subnet) -> None:
         key = subnet.key()
         self._remembered[key] = subnet

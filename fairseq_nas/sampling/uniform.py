@@ -25,6 +25,11 @@ class UniformSampler:
             self._cache = (update_num, self.space.sample(random.Random(self.seed + update_num)))
         return self._cache[1]
 
+    def subnets_for_update(self, update_num: int, n: int) -> list[Subnet]:
+        """n draws for one update (the sandwich's random subnets); the first is `subnet_for_update`'s."""
+        rng = random.Random(self.seed + update_num)
+        return [self.space.sample(rng) for _ in range(n)]
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "seed": self.seed, "space_yaml": self.space.to_yaml()}
 

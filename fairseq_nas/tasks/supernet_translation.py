@@ -28,6 +28,7 @@ from fairseq_nas.sampling import (
     write_dss_outputs,
 )
 from fairseq_nas.sampling.scoring import load_penalty_fn
+from fairseq_nas.tasks.sandwich import check_criterion, sandwich_subnets, sandwich_train_step
 from fairseq_nas.tasks.single_path import SinglePathGuard
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,17 @@ logger = logging.getLogger(__name__)
 class SupernetTranslationConfig(TranslationConfig):
     subnet: Optional[str] = field(
         default=None, metadata={"help": "train/evaluate/generate with this fixed subnet (JSON file)"})
-    sampler: ChoiceEnum(["uniform", "dss"]) = field(
-        default="uniform", metadata={"help": "how subnets are drawn per update: uniform (SPOS) or dss "
-                                             "(uniform from a sample space shrunk by Dynamic Space Shrinking)"})
+    sampler: ChoiceEnum(["uniform", "dss", "sandwich", "dss_sandwich"]) = field(
+        default="uniform", metadata={"help": "how subnets are drawn per update: uniform (SPOS: one subnet); dss "
+                                             "(uniform from a sample space shrunk by Dynamic Space Shrinking); "
+                                             "sandwich (largest + smallest + --sandwich-random random subnets, "
+                                             "in-place distillation from the largest); dss_sandwich (both)"})
+    sandwich_random: int = field(
+        default=2, metadata={"help": "random subnets per update with a sandwich sampler (BigNAS: 2); an update "
+                                     "costs 2 + N forward-backward passes"})
+    sandwich_distill: float = field(
+        default=1.0, metadata={"help": "a in (1 - a) * label loss + a * KL(largest || subnet) for the sandwich's "
+                                       "smaller subnets (BigNAS: 1, soft labels only); the largest trains on labels"})
     valid_subnets: str = field(
         default="largest,smallest",
         metadata={"help": "subnets whose validation loss is logged (loss_<name>): largest, smallest, best "
@@ -122,6 +131,11 @@ class SupernetTranslationTask(TranslationTask):
         if space is not None:
             model.sampler = self.sampler
             model.set_subnet(self.sampler.subnet_for_update(0) if self.cfg.subnet else space.largest())
+        if self.sandwich:
+            if self.cfg.sandwich_random < 0:
+                raise FairseqNasError(f"--sandwich-random must be >= 0, got {self.cfg.sandwich_random}")
+            if not 0.0 <= self.cfg.sandwich_distill <= 1.0:
+                raise FairseqNasError(f"--sandwich-distill must be in [0, 1], got {self.cfg.sandwich_distill}")
         return model
 
     def _restore_sampler(self) -> None:
@@ -139,13 +153,27 @@ class SupernetTranslationTask(TranslationTask):
             self.single_path.check_optimizer(optimizer)
             self.single_path.release()
             self._guarded_update = update_num
-        subnet = self.sampler.subnet_for_update(update_num)
-        self.model.set_subnet(subnet)
-        if self.cfg.subnet_log and update_num != self._logged_update:
-            self._log_subnet(update_num, subnet)
-        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if self.sandwich:
+            check_criterion(criterion)
+            roles = sandwich_subnets(self.sampler, self.sampler.space, update_num, self.cfg.sandwich_random)
+            if self.cfg.subnet_log and update_num != self._logged_update:
+                for role, subnet in roles:
+                    self._log_subnet(update_num, subnet, role)
+            model.set_num_updates(update_num)
+            out = sandwich_train_step(self.model, roles, sample, model, criterion, optimizer,
+                                      self.cfg.sandwich_distill, ignore_grad)
+        else:
+            subnet = self.sampler.subnet_for_update(update_num)
+            self.model.set_subnet(subnet)
+            if self.cfg.subnet_log and update_num != self._logged_update:
+                self._log_subnet(update_num, subnet)
+            out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         self.single_path.mark_unused(self.model)
         return out
+
+    @property
+    def sandwich(self) -> bool:
+        return str(self.cfg.sampler).endswith("sandwich") and not isinstance(self.sampler, FixedSampler)
 
     def optimizer_step(self, optimizer, model, update_num):
         """The step leaves out every parameter the update's subnet did not use (see single_path)."""
@@ -155,9 +183,11 @@ class SupernetTranslationTask(TranslationTask):
         finally:
             self.single_path.release()
 
-    def _log_subnet(self, update_num: int, subnet) -> None:
+    def _log_subnet(self, update_num: int, subnet, role: Optional[str] = None) -> None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         row = {"rank": rank, "update": update_num, "subnet": subnet.to_dict()}
+        if role is not None:
+            row["role"] = role  # sandwich: largest, smallest, random
         if isinstance(self.sampler, DSSSampler):
             row["space"] = self.sampler.space_id()  # "yaml", or the digest of the shrunk set
         with open(self.cfg.subnet_log, "a") as f:
