@@ -17,8 +17,11 @@ def register() -> None:
         criterions,  # noqa: F401
         safe_globals,  # noqa: F401  (torch.load safe globals)
     )
+    from fairseq_nas.errors import install_excepthook
     from fairseq_nas.models import subnet, supernet  # noqa: F401
     from fairseq_nas.tasks import supernet_translation  # noqa: F401
+
+    install_excepthook()  # one-line errors in fairseq-train, fairseq-generate, ...
 
 
 if "fairseq" in sys.modules:

@@ -15,3 +15,29 @@ class SpaceError(FairseqNasError):
     def __init__(self, source: str, field: str, problem: str):
         self.source, self.field, self.problem = source, field, problem
         super().__init__(f"{source}: {field}: {problem}")
+
+
+def install_excepthook() -> None:
+    """In fairseq's own tools (fairseq-train, fairseq-generate, ...), print an uncaught
+    FairseqNasError as one line, as `fairseq-nas` does, instead of a traceback. Also when fairseq
+    wraps it (a failed checkpoint load); FAIRSEQ_NAS_TRACEBACK=1 keeps the traceback."""
+    import os
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "fairseq_nas", False):
+        return
+
+    def hook(kind, value, tb):
+        if not os.environ.get("FAIRSEQ_NAS_TRACEBACK"):
+            if isinstance(value, FairseqNasError):
+                sys.stderr.write(f"fairseq-nas: error: {value}\n")
+                return
+            inner = value.__cause__ or value.__context__
+            if isinstance(inner, FairseqNasError):
+                sys.stderr.write(f"fairseq-nas: error: {inner} ({value})\n")
+                return
+        previous(kind, value, tb)
+
+    hook.fairseq_nas = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
