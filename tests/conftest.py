@@ -29,3 +29,18 @@ def trained_supernet(demo_data, tmp_path_factory) -> Path:
     fairseq_train(demo_data, save, TINY_SHRINKNAS + ["--max-update", "40", "--no-epoch-checkpoints",
                                                       "--seed", "11"])
     return save / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def custom_space_supernet(demo_data, tmp_path_factory) -> Path:
+    """A tiny supernet trained from a custom space given by a *relative* --search-space path, with
+    --share-all-embeddings (the demo dictionary is joined); the YAML is deleted afterwards."""
+    from helpers import TINY_SPACE_YAML, fairseq_train
+
+    work = tmp_path_factory.mktemp("custom_space")
+    (work / "tiny.yaml").write_text(TINY_SPACE_YAML)
+    fairseq_train(demo_data, work / "ck", ["--arch", "supernet", "--search-space", "tiny.yaml",
+                                           "--share-all-embeddings", "--max-update", "6", "--no-epoch-checkpoints",
+                                           "--seed", "5"], cwd=work)
+    (work / "tiny.yaml").unlink()
+    return work / "ck" / "checkpoint_last.pt"

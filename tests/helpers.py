@@ -22,6 +22,33 @@ TINY_RANKNAS = ["--arch", "supernet_ranknas_iwslt14", "--encoder-embed-choices",
                 "--decoder-embed-choices", "16,32", "--encoder-ffn-choices", "32,64", "--decoder-ffn-choices",
                 "32,64", "--encoder-layers-choices", "2", "--decoder-layers-choices", "1,2"]
 
+# A small custom space (not a shipped one) for supernets trained with --arch supernet --search-space FILE.
+TINY_SPACE_YAML = """\
+name: tiny_custom
+description: "a small custom space for checkpoint tests"
+encoder:
+  layers: [2]
+  embed_dim: [16, 32]
+  ffn_ratio: [1, 2]
+  heads: [2]
+  operator: [self_attention, lightweight_conv]
+  activation: [relu, swish]
+  rpr_len: [0]
+  norm: [pre]
+  kernel_size: [3, 5]
+decoder:
+  layers: [1, 2]
+  embed_dim: [16, 32]
+  ffn_ratio: [1, 2]
+  heads: [2]
+  operator: [self_attention, lightweight_conv]
+  activation: [relu, swish]
+  rpr_len: [0]
+  norm: [pre]
+  enc_attn_layers: [1, 2]
+  kernel_size: [3, 5]
+"""
+
 TRAIN_COMMON = ["--user-dir", USER_DIR, "--task", "supernet_translation", "--optimizer", "adam",
                 "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "10",
                 "--max-tokens", "1500", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",

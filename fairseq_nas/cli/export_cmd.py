@@ -9,8 +9,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "export", help="export a subnet of a supernet checkpoint as a nas_subnet checkpoint",
         description="Write a fairseq checkpoint of arch nas_subnet holding exactly the subnet's inherited "
-                    "weights. Fine-tune it with: fairseq-train DATA --user-dir fairseq_nas --arch nas_subnet "
-                    "--subnet SUBNET.json --finetune-from-model OUT ...")
+                    "weights and the supernet's model options. Fine-tune it with: fairseq-train DATA --user-dir "
+                    "fairseq_nas --arch nas_subnet --subnet OUT --finetune-from-model OUT ... (the subnet, space "
+                    "and options are read back from OUT)")
     p.add_argument("--supernet", required=True, metavar="CKPT", help="supernet checkpoint (fairseq-train output)")
     p.add_argument("--subnet", required=True, metavar="SUBNET.json", help="the subnet (JSON)")
     p.add_argument("--out", required=True, metavar="OUT.pt", help="where to write the checkpoint")

@@ -72,8 +72,10 @@ class SubnetEvaluator:
         try:
             models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
                 [str(checkpoint)], arg_overrides={"data": str(data)})
-        except FairseqNasError:
-            raise
+        except FairseqNasError as e:  # e.g. the space: name the checkpoint unless the message does
+            if str(e).startswith(str(checkpoint)):
+                raise
+            raise FairseqNasError(f"{checkpoint}: {e}") from None
         except (OSError, RuntimeError, ValueError, KeyError, AssertionError) as e:
             raise FairseqNasError(f"{checkpoint}: cannot load with data {data}: {_one_line(e)}") from None
         self.model = models[0]

@@ -2,14 +2,17 @@
 `weights_only=True`) and the resolution of the search space a model is built from."""
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import yaml
 from fairseq.dataclass import FairseqDataclass
 
-from fairseq_nas.errors import SpaceError
+from fairseq_nas.errors import FairseqNasError, SpaceError
 from fairseq_nas.space import load_space, parse_space
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,10 +63,35 @@ class SupernetConfig(ElasticModelConfig):
         default=None, metadata={"help": "fix the attention q/k/v width (0: follow the embed dim)"})
 
 
+# Model options an exported nas_subnet checkpoint stores. The structural ones change the
+# parameters (a fine-tuning command may not contradict them); the others only change training or
+# inference behaviour (a fine-tuning command may override them).
+STRUCTURAL_OPTIONS = ("share_all_embeddings", "untie_decoder_output")
+EXPORTED_OPTIONS = STRUCTURAL_OPTIONS + ("dropout", "attention_dropout", "activation_dropout", "weight_dropout",
+                                         "max_source_positions", "max_target_positions")
+ELASTIC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ElasticModelConfig)}
+
+
 @dataclass
 class NasSubnetConfig(ElasticModelConfig):
     subnet: Optional[str] = field(
-        default=None, metadata={"help": "the subnet: a JSON file (or inline JSON) from search or space sample"})
+        default=None, metadata={"help": "the subnet: a JSON file (or inline JSON) from search or space sample, "
+                                        "or an exported checkpoint (.pt), whose stored options are then used"})
+    # None = not given, so that the options an exported checkpoint stores can fill them (fairseq fills an
+    # option the command line does not give with the dataclass default); build_model sets the defaults.
+    dropout: Optional[float] = field(default=None, metadata={"help": "dropout probability (default 0.3)"})
+    attention_dropout: Optional[float] = field(
+        default=None, metadata={"help": "dropout on attention weights (default 0.1)"})
+    activation_dropout: Optional[float] = field(
+        default=None, metadata={"help": "dropout after the FFN activation (default 0)"})
+    weight_dropout: Optional[float] = field(
+        default=None, metadata={"help": "DropConnect on convolution kernels (default 0)"})
+    share_all_embeddings: Optional[bool] = field(
+        default=None, metadata={"help": "share encoder, decoder and output embeddings (needs a joined dict)"})
+    untie_decoder_output: Optional[bool] = field(
+        default=None, metadata={"help": "do not share the decoder's input embedding with its output projection"})
+    max_source_positions: Optional[int] = field(default=None, metadata={"help": "max source length (default 1024)"})
+    max_target_positions: Optional[int] = field(default=None, metadata={"help": "max target length (default 1024)"})
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -127,3 +155,70 @@ def set_defaults(cfg: Any, defaults: dict[str, Any], dataclass_type: type) -> No
             else:
                 continue
             setattr(cfg, f.name, value)
+
+
+def keep_in_checkpoint(cfg: Any, **values: Any) -> None:
+    """Set `values` on a model config and on the config fairseq saves in the checkpoint.
+
+    For a model registered with a dataclass, fairseq builds the model from a merged copy of
+    cfg.model (`merge_with_parent`), so what build_model sets there would not be saved; the copy
+    keeps the parent of the original, whose `model` node is the original.
+    """
+    targets = [cfg]
+    parent = cfg._get_parent() if _is_omegaconf(cfg) else None
+    original = parent.get("model") if parent is not None and hasattr(parent, "get") else None
+    if original is not None and original is not cfg and _is_omegaconf(original) and \
+            (original.get("_name") or original.get("arch")) == (cfg.get("_name") or cfg.get("arch")):
+        targets.append(original)
+    for target in targets:
+        try:
+            _set_values(target, values)
+        except Exception as e:  # a read-only config: the checkpoint then lacks these values
+            logger.warning("could not store %s in the model config (%s: %s)", ", ".join(values), type(e).__name__, e)
+
+
+def _is_omegaconf(cfg: Any) -> bool:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.is_config(cfg)
+
+
+def _set_values(cfg: Any, values: dict[str, Any]) -> None:
+    if _is_omegaconf(cfg):
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            for k, v in values.items():
+                cfg[k] = v
+    else:
+        for k, v in values.items():
+            setattr(cfg, k, v)
+
+
+def space_difference(a: Any, b: Any) -> str:
+    """The first field where two spaces differ, e.g. "encoder.embed_dim: [16, 32] vs [32]"."""
+    from fairseq_nas.space.loader import space_to_dict
+
+    da, db = space_to_dict(a), space_to_dict(b)
+    for key in ("encoder", "decoder", "name", "description"):
+        va, vb = da.get(key), db.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            for k in list(va) + [k for k in vb if k not in va]:
+                if va.get(k) != vb.get(k):
+                    return f"{key}.{k}: {va.get(k)} vs {vb.get(k)}"
+        elif va != vb:
+            return f"{key}: {va!r} vs {vb!r}"
+    return "no field differs"
+
+
+def check_stored_space(built, stored_yaml: str, checkpoint: Optional[str] = None) -> None:
+    """A one-line error when the space a checkpoint's weights were trained in (its model extra
+    state) is not the space the model was built from (an old checkpoint re-read from an edited
+    file, a resume with another space): the weights would load, into a model of another space."""
+    where = f"{checkpoint}: " if checkpoint else ""
+    stored = parse_space(stored_yaml, source=f"{checkpoint or 'checkpoint'}: model extra state space_yaml")
+    if (stored.encoder, stored.decoder) != (built.encoder, built.decoder):
+        raise FairseqNasError(
+            f"{where}the supernet's weights were trained in space {stored.name!r} (the checkpoint's model extra "
+            f"state), but the model was built from another space ({built.source}; {space_difference(stored, built)}); "
+            "build it from the space it was trained in (restore that file, or drop --search-space / choice overrides)")

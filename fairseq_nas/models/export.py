@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from fairseq_nas.errors import FairseqNasError
-from fairseq_nas.models.config import NasSubnetConfig
+from fairseq_nas.models.config import EXPORTED_OPTIONS, NasSubnetConfig, check_stored_space
 from fairseq_nas.models.subnet import NasSubnetModel
 from fairseq_nas.space import Subnet, parse_space
 
-# model options that carry over from the supernet's config to the standalone subnet
-SHARED_OPTIONS = ("dropout", "attention_dropout", "activation_dropout", "weight_dropout", "share_all_embeddings",
-                  "untie_decoder_output", "max_source_positions", "max_target_positions")
+# model options that carry over from the supernet's config to the standalone subnet (and from an
+# exported checkpoint to its fine-tuning: NasSubnetModel.build_model reads them back)
+SHARED_OPTIONS = EXPORTED_OPTIONS
 
 
 def subnet_config(supernet_cfg: Any, subnet: Subnet, space_yaml: str) -> NasSubnetConfig:
@@ -94,6 +94,10 @@ def load_supernet_checkpoint(path: str | Path) -> dict:
     if not isinstance(model_cfg, dict) or not _space_yaml(state) or not name.startswith("supernet"):
         raise FairseqNasError(f"{p}: cfg.model: not a fairseq-nas supernet checkpoint (arch {name!r}); expected "
                               "one written by fairseq-train --arch supernet or supernet_*")
+    extra = (state.get("model") or {}).get("_extra_state")
+    if model_cfg.get("space_yaml") and isinstance(extra, dict) and extra.get("space_yaml"):
+        check_stored_space(parse_space(model_cfg["space_yaml"], source=f"{p}: cfg.model.space_yaml"),
+                           extra["space_yaml"], checkpoint=str(p))
     return state
 
 

@@ -9,7 +9,13 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
 
 from fairseq_nas.models.base import ElasticEncoderDecoder, build_stacks
-from fairseq_nas.models.config import SupernetConfig, resolve_space, set_defaults
+from fairseq_nas.models.config import (
+    SupernetConfig,
+    check_stored_space,
+    keep_in_checkpoint,
+    resolve_space,
+    set_defaults,
+)
 from fairseq_nas.models.plan import plan_from_space
 from fairseq_nas.space import Subnet
 
@@ -54,10 +60,8 @@ class SupernetModel(ElasticEncoderDecoder):
         set_defaults(cfg, SUPERNET_ARCHS.get(getattr(cfg, "arch", None) or getattr(cfg, "_name", ""), {}),
                      SupernetConfig)
         space = resolve_space(cfg)
-        try:
-            cfg.space_yaml = space.to_yaml()
-        except Exception:  # a read-only config: the space is re-resolved from its name on load
-            logger.warning("could not store the resolved space in the model config")
+        # the checkpoint carries the space, not the path (or the overrides) it came from
+        keep_in_checkpoint(cfg, space_yaml=space.to_yaml())
         plan = plan_from_space(space)
         encoder, decoder = build_stacks(cfg, task, plan)
         model = cls(cfg, encoder, decoder, space)
@@ -70,13 +74,15 @@ class SupernetModel(ElasticEncoderDecoder):
 
     def get_extra_state(self) -> dict:
         sampler = getattr(self, "sampler", None)
-        # The space travels here too: with --arch supernet, fairseq builds the model from a merged
-        # copy of the config, so cfg.space_yaml does not reach the checkpoint.
+        # The space travels here too (besides cfg.model.space_yaml), so that a load can check that the
+        # model was built from the space its weights were trained in (set_extra_state).
         return {"sampler": sampler.state_dict() if sampler is not None else self.sampler_state,
                 "space_yaml": self.space.to_yaml()}
 
     def set_extra_state(self, state: Any) -> None:
         if isinstance(state, dict):
+            if state.get("space_yaml"):
+                check_stored_space(self.space, state["space_yaml"])
             self.sampler_state = state.get("sampler")
 
 
