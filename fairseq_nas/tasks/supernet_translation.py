@@ -16,6 +16,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from fairseq_nas.errors import FairseqNasError
+from fairseq_nas.models.config import keep_in_checkpoint
 from fairseq_nas.models.subnet import load_subnet_arg
 from fairseq_nas.sampling import (
     DSSOptions,
@@ -115,12 +116,14 @@ class SupernetTranslationTask(TranslationTask):
                                   f"{type(model).__name__} (use --arch supernet_* or nas_subnet)")
         self.model = model
         space = getattr(model, "space", None)
+        if space is not None:  # `cfg` is what the checkpoint saves: it carries the space, not a path to it
+            keep_in_checkpoint(cfg, space_yaml=space.to_yaml())
         if self.cfg.subnet:
             subnet = load_subnet_arg(self.cfg.subnet)
             if space is not None:
                 space.validate_subnet(subnet, source=str(self.cfg.subnet))
             self.sampler = FixedSampler(subnet)
-        elif space is not None and self.cfg.sampler == "dss":
+        elif space is not None and self.cfg.sampler in ("dss", "dss_sandwich"):
             options = self.dss_options()
             options.check()
             if options.penalty_fn:  # fail now, not at the first DSS
