@@ -270,3 +270,18 @@ def test_sample_space_of_a_set_is_uniform_over_it():
     for _ in range(300):
         counts[ss.sample(rng).key()] += 1
     assert all(60 < c < 140 for c in counts.values())
+
+
+@pytest.mark.parametrize("share", [False, True], ids=["separate", "shared"])
+def test_subnet_params_is_the_exported_models_parameter_count(share):
+    """DSS's parameter penalty and collect count params analytically; the export is the truth."""
+    from fairseq_nas.models.export import export_model
+    from fairseq_nas.sampling.scoring import subnet_params
+    from model_utils import build_supernet
+
+    model = build_supernet("shrinknas_iwslt14", share_all_embeddings=share)
+    rng = random.Random(3)
+    for subnet in [model.space.largest(), model.space.smallest()] + [model.space.sample(rng) for _ in range(4)]:
+        exported = export_model(model, subnet)
+        unique = {id(p): p.numel() for p in exported.parameters()}
+        assert subnet_params(model, subnet) == sum(unique.values())

@@ -176,12 +176,10 @@ class SubnetEvaluator:
         return export_model(self.model, subnet)
 
     def params(self, subnet) -> int:
-        """Parameters of the exported standalone subnet (built at the subnet's dims; no copying)."""
-        from fairseq_nas.models.export import build_subnet_model, subnet_config
+        """Parameters of the exported standalone subnet (`latency.costs.count_params`: exact, no model built)."""
+        from fairseq_nas.sampling.scoring import subnet_params
 
-        cfg = subnet_config(self.model.cfg, subnet, self.space_yaml)
-        model = build_subnet_model(cfg, self.model.encoder.dictionary, self.model.decoder.dictionary)
-        return int(sum(p.numel() for p in model.parameters()))
+        return subnet_params(self.model, subnet)
 
     @property
     def has_flops(self) -> bool:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_nas.errors import FairseqNasError
-from fairseq_nas.space import Subnet
+from fairseq_nas.space import Subnet, parse_space
 
 Batch = dict[str, Any]
 PenaltyFn = Callable[[Subnet], float]
@@ -106,14 +106,16 @@ class SubnetScorer:
 
 
 def subnet_params(supernet, subnet: Subnet, space_yaml: Optional[str] = None) -> int:
-    """Parameters of the subnet's standalone (exported) model, embeddings included, counted on
-    a model built on the meta device (no memory, no weights copied)."""
-    from fairseq_nas.models.export import build_subnet_model, subnet_config
+    """Parameters of the subnet's standalone (exported) model, embeddings included: exactly
+    `latency.costs.count_params` with the supernet's vocabularies and embedding sharing
+    (about 0.015 ms a subnet, against about 70 ms for building the model to count it)."""
+    from fairseq_nas.latency.costs import count_params
 
-    cfg = subnet_config(supernet.cfg, subnet, space_yaml or supernet.space.to_yaml())
-    with torch.device("meta"):
-        model = build_subnet_model(cfg, supernet.encoder.dictionary, supernet.decoder.dictionary)
-    return sum(p.numel() for p in model.parameters())
+    space = supernet.space if space_yaml is None else parse_space(space_yaml, source="subnet_params")
+    cfg = supernet.cfg
+    return count_params(subnet, space, len(supernet.encoder.dictionary), len(supernet.decoder.dictionary),
+                        share_all_embeddings=bool(getattr(cfg, "share_all_embeddings", False)),
+                        untie_decoder_output=bool(getattr(cfg, "untie_decoder_output", False)))
 
 
 class ParamsPenalty:
