@@ -285,3 +285,64 @@ def test_subnet_params_is_the_exported_models_parameter_count(share):
         exported = export_model(model, subnet)
         unique = {id(p): p.numel() for p in exported.parameters()}
         assert subnet_params(model, subnet) == sum(unique.values())
+
+
+SHARD_WORKER = r"""
+import json, sys
+import torch, torch.distributed as dist
+import fairseq_nas
+fairseq_nas.register()
+from fairseq import checkpoint_utils
+from fairseq_nas.sampling import DSSOptions, DSSSampler, ScoreShard, dss_step
+
+ckpt, data, rank, world, port, out = sys.argv[1:7]
+rank, world = int(rank), int(world)
+torch.set_num_threads(1)
+shard = None
+if world > 1:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    def reduce(t):
+        dist.all_reduce(t)
+        return t
+    shard = ScoreShard(rank, world, reduce)
+models, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides={"data": data})
+task.load_dataset("valid")
+model = models[0]
+sampler = DSSSampler(model.space, seed=5)
+for u in range(30):
+    sampler.subnet_for_update(u)
+calls = []
+if shard is not None:  # count what this rank scored
+    from fairseq_nas.sampling import scoring
+    original = scoring.SubnetScorer.loss
+    def counted(self, subnet):
+        calls.append(subnet.key())
+        return original(self, subnet)
+    scoring.SubnetScorer.loss = counted
+options = DSSOptions(population=10, iterations=2, valid_tokens=600, divergence_subnets=4, divergence_tokens=200)
+result = dss_step(model, sampler, options, task.dataset("valid"), task.target_dictionary.pad(), index=1, shard=shard)
+json.dump({"space": result["space"], "best": result["best"], "best_loss": result["row"]["best_loss"],
+           "evaluated": result["row"]["evaluated"], "scored_here": len(calls)}, open(out, "w"))
+"""
+
+
+def test_dss_on_two_gloo_ranks_shards_the_scoring_and_gives_the_one_rank_result(trained_supernet, demo_data,
+                                                                                 tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(SHARD_WORKER)
+
+    def start(rank: int, world: int, port: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(trained_supernet), str(demo_data), str(rank),
+                                 str(world), str(port), str(tmp_path / f"r{world}_{rank}.json")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+
+    port = free_port()
+    procs = [start(0, 1, 0), start(0, 2, port), start(1, 2, port)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
+    one, r0, r1 = (json.loads((tmp_path / n).read_text()) for n in ("r1_0.json", "r2_0.json", "r2_1.json"))
+    for r in (r0, r1):
+        assert r["space"] == one["space"] and r["best"] == one["best"] and r["best_loss"] == one["best_loss"]
+    # each rank scored about half of the subnets, together all of them once
+    assert r0["scored_here"] + r1["scored_here"] == one["evaluated"] == r0["evaluated"]
+    assert abs(r0["scored_here"] - r1["scored_here"]) <= 2

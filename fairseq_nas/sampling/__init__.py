@@ -7,6 +7,8 @@ from fairseq_nas.sampling.dss import (
     DSSOptions,
     DSSSampler,
     SampleSpace,
+    ScoreShard,
+    distinct_draws,
     dss_step,
     space_digest,
     write_dss_outputs,
@@ -15,4 +17,5 @@ from fairseq_nas.sampling.evolution import ExplorationResult, evolutionary_explo
 from fairseq_nas.sampling.uniform import FixedSampler, UniformSampler, representative_subnets
 
 __all__ = ["FixedSampler", "UniformSampler", "representative_subnets", "DSSOptions", "DSSSampler", "SampleSpace",
-           "dss_step", "space_digest", "write_dss_outputs", "ExplorationResult", "evolutionary_exploration"]
+           "ScoreShard", "distinct_draws", "dss_step", "space_digest", "write_dss_outputs", "ExplorationResult",
+           "evolutionary_exploration"]

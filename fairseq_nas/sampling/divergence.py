@@ -16,6 +16,12 @@ output: one value per subnet, whose distribution is the histogram of Fig. 4. Its
 square is the total variance of the outputs around their mean (the paper's "variance of
 the model output with the same input"), and the mean squared pairwise distance
 mean_{a != b} mean_t ||u_a(t) - u_b(t)||^2 equals 2 K / (K - 1) times that variance.
+
+A proxy, not the paper's exact quantity: section 3.2 takes the variance of the normalised
+output x^ of the last Transformer layer, whose width is the subnet's embed dim, so it is
+not comparable between subnets of different widths. The logits live in one space for every
+subnet, so the variance is measured there. `dss_step` draws the subnets of a finite sample
+space without replacement.
 """
 from __future__ import annotations
 

@@ -246,13 +246,39 @@ def build_penalties(model, options: DSSOptions) -> list[Callable[[Subnet], float
     return out
 
 
+@dataclass
+class ScoreShard:
+    """This process's share of DSS scoring in a multi-rank run: subnet i of every generation is
+    scored on rank i mod world; `all_reduce_sum(tensor)` sums a tensor over ranks (in place or
+    returned), so every rank sees every score and runs the same evolution."""
+
+    rank: int
+    world: int
+    all_reduce_sum: Callable[[Any], Any]
+
+
+def distinct_draws(space: SampleSpace, rng: random.Random, k: int) -> list[Subnet]:
+    """k subnets of a sample space without replacement (all of a finite space smaller than k)."""
+    if space.finite:
+        return rng.sample(space.subnets, min(k, len(space.subnets)))
+    out: dict[str, Subnet] = {}
+    for _ in range(20 * k):
+        if len(out) >= k:
+            break
+        s = space.sample(rng)
+        out.setdefault(s.key(), s)
+    return list(out.values())
+
+
 def dss_step(model, sampler: DSSSampler, options: DSSOptions, dataset, pad: int, index: int, epoch: int = 0,
-             update: int = 0, penalties: Optional[Sequence[Callable[[Subnet], float]]] = None) -> dict[str, Any]:
+             update: int = 0, penalties: Optional[Sequence[Callable[[Subnet], float]]] = None,
+             shard: Optional[ScoreShard] = None) -> dict[str, Any]:
     """Run DSS number `index` on `model` (a supernet) with validation data `dataset`. Returns
-    plain values (broadcastable, JSON-able): `index`, `space` (the new sample space, subnet
-    JSON strings), `best`, `row` (the dss.jsonl record) and `divergence` (raw values).
-    The model's training mode and active subnet are restored; the sampler is not changed
-    (call `sampler.apply(result)`)."""
+    plain values (JSON-able): `index`, `space` (the new sample space, subnet JSON strings),
+    `best`, `row` (the dss.jsonl record) and `divergence` (raw values). With `shard`, every
+    rank calls this with the same model and data, scores its share of each generation, and
+    gets the same result. The model's training mode and active subnet are restored; the
+    sampler is not changed (call `sampler.apply(result)`)."""
     from fairseq_nas.sampling.divergence import divergence_stats, subnet_divergence
     from fairseq_nas.sampling.scoring import SubnetScorer, first_sentences, make_batches, sample_sentences
 
@@ -269,7 +295,7 @@ def dss_step(model, sampler: DSSSampler, options: DSSOptions, dataset, pad: int,
         if options.divergence_subnets > 0:
             div_batches = make_batches(dataset, first_sentences(dataset, options.divergence_tokens),
                                        options.batch_tokens)
-        div_before = subnet_divergence(model, [before.sample(div_rng) for _ in range(options.divergence_subnets)],
+        div_before = subnet_divergence(model, distinct_draws(before, div_rng, options.divergence_subnets),
                                        div_batches, pad)
         losses: dict[str, float] = {}
 
@@ -278,15 +304,33 @@ def dss_step(model, sampler: DSSSampler, options: DSSOptions, dataset, pad: int,
             losses[subnet.key()] = loss
             return loss + sum(p(subnet) for p in penalties)
 
+        def score_batch(subnets: Sequence[Subnet]) -> list[float]:
+            import torch
+
+            rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
+            values = torch.zeros(len(subnets), dtype=torch.float64, device=next(model.parameters()).device)
+            for i, subnet in enumerate(subnets):
+                if i % world == rank:
+                    values[i] = scorer.loss(subnet)
+            if shard is not None and world > 1:
+                reduced = shard.all_reduce_sum(values)
+                values = reduced if reduced is not None else values
+            out = []
+            for subnet, loss in zip(subnets, values.tolist()):
+                losses[subnet.key()] = loss
+                out.append(loss + sum(p(subnet) for p in penalties))
+            return out
+
         initial = sampler.remembered()
         if not initial:
             initial = [before.sample(rng) for _ in range(options.population)]
         result = evolutionary_exploration(
             initial, sampler.space, score, rng, options.population, options.iterations, keep=options.keep,
             mutation=options.mutation, crossover=options.crossover, mutation_prob=options.mutation_prob,
-            progress=lambda i, n: logger.info("DSS %d: iteration %d/%d done", index, i, n))
+            progress=lambda i, n: logger.info("DSS %d: iteration %d/%d done", index, i, n),
+            score_batch=score_batch if shard is not None else None)
         after = SampleSpace(sampler.space, result.population)
-        div_after = subnet_divergence(model, [after.sample(div_rng) for _ in range(options.divergence_subnets)],
+        div_after = subnet_divergence(model, distinct_draws(after, div_rng, options.divergence_subnets),
                                       div_batches, pad)
     finally:
         if previous is not None:

@@ -84,10 +84,14 @@ def evolutionary_exploration(initial: Sequence[Subnet], space: SearchSpace, scor
                              rng: random.Random, population: int, iterations: int, keep: float = 0.3,
                              mutation: float = 0.4, crossover: float = 0.3, mutation_prob: float = 0.4,
                              max_tries: int = 20,
-                             progress: Optional[Callable[[int, int], None]] = None) -> ExplorationResult:
+                             progress: Optional[Callable[[int, int], None]] = None,
+                             score_batch: Optional[Callable[[Sequence[Subnet]], list[float]]] = None,
+                             ) -> ExplorationResult:
     """Algorithm 1 of ShrinkNAS. Children are drawn again (up to `max_tries` times) when they
     repeat a subnet already in the new population, so the returned space is as large as the
-    space allows. `progress(iteration, iterations)` is called after each iteration."""
+    space allows. `progress(iteration, iterations)` is called after each iteration.
+    `score_batch(subnets) -> scores`, when given, replaces `score` and receives every
+    not-yet-scored subnet of a generation at once (e.g. to shard them over ranks)."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     n_keep, n_mut, n_cross = split_counts(population, keep, mutation, crossover)
@@ -105,9 +109,21 @@ def evolutionary_exploration(initial: Sequence[Subnet], space: SearchSpace, scor
             calls += 1
         return scores[k]
 
+    def score_all(subnets: Sequence[Subnet]) -> None:
+        nonlocal calls
+        if score_batch is None:
+            return
+        todo = [s for s in subnets if s.key() not in scores]
+        if todo:
+            for s, v in zip(todo, score_batch(todo)):
+                scores[s.key()] = float(v)
+            calls += len(todo)
+
+    score_all(current)
     initial_scores = [scored(s) for s in current]
     parents: list[Subnet] = []
     for it in range(iterations):
+        score_all(current)
         ranked = sorted(range(len(current)), key=lambda i: (scored(current[i]), i))
         parents = [current[i] for i in ranked[:n_keep]]
         children = _children(space, parents, rng, n_mut, n_cross, mutation_prob, max_tries)

@@ -22,6 +22,7 @@ from fairseq_nas.sampling import (
     DSSOptions,
     DSSSampler,
     FixedSampler,
+    ScoreShard,
     UniformSampler,
     dss_step,
     representative_subnets,
@@ -253,10 +254,20 @@ class SupernetTranslationTask(TranslationTask):
             options.batch_tokens = self._interpolated("max_tokens_valid")
         return options
 
+    def _check_same_space(self, result: dict, dist_utils) -> None:
+        """Every rank must shrink to the same space: compare the digests (a sum over ranks)."""
+        digest = space_digest(result["space"])
+        mine = torch.tensor([int(digest[:12], 16)], dtype=torch.float64, device=next(self.model.parameters()).device)
+        total = dist_utils.all_reduce(mine.clone(), group=dist_utils.get_global_group())
+        if float(total.item()) != float(mine.item()) * dist_utils.get_global_world_size():
+            raise FairseqNasError(f"DSS {result['index']}: ranks reached different sample spaces (rank "
+                                  f"{dist_utils.get_global_rank()}: {digest}); the supernets or data differ")
+
     def begin_epoch(self, epoch, model):
         """Run the DSS step due before epoch `epoch` (one after every --dss-every-epochs epochs, at
         most --dss-times). The DSS counter lives in the checkpointed sampler state, so a resumed
-        run neither repeats nor skips a step. Rank 0 computes it; every rank applies its result."""
+        run neither repeats nor skips a step. Every rank runs it, scoring its share of each
+        generation; the scores are summed over ranks, so all shrink to the same space."""
         super().begin_epoch(epoch, model)
         if not isinstance(self.sampler, DSSSampler):
             return
@@ -271,15 +282,17 @@ class SupernetTranslationTask(TranslationTask):
         from fairseq.distributed import utils as dist_utils
 
         rank, world = dist_utils.get_global_rank(), dist_utils.get_global_world_size()
-        result = None
-        if rank == 0:
-            split = self.cfg.dss_valid_subset
-            if split not in self.datasets:
-                self.load_dataset(split)
-            result = dss_step(self.model, self.sampler, options, self.dataset(split), self.tgt_dict.pad(), due,
-                              epoch=epoch, update=self.sampler.updates_seen)
+        split = self.cfg.dss_valid_subset
+        if split not in self.datasets:
+            self.load_dataset(split)
+        shard = None
+        if world > 1:  # every rank scores its share of each generation; the sums reach every rank
+            group = dist_utils.get_global_group()
+            shard = ScoreShard(rank, world, lambda t: dist_utils.all_reduce(t, group=group))
+        result = dss_step(self.model, self.sampler, options, self.dataset(split), self.tgt_dict.pad(), due,
+                          epoch=epoch, update=self.sampler.updates_seen, shard=shard)
         if world > 1:
-            result = dist_utils.broadcast_object(result, src_rank=0, group=dist_utils.get_global_group())
+            self._check_same_space(result, dist_utils)
         self.sampler.apply(result)
         logger.info("DSS %d applied on rank %d: sample space of %d subnets, digest %s", due, rank,
                     len(result["space"]), space_digest(result["space"]))
