@@ -138,11 +138,44 @@ def _to_fairseq_order(c: int, heads: int) -> torch.Tensor:
     return torch.arange(c).view(c // heads, heads).t().reshape(-1)
 
 
+KERNELS = [3, 7, 15, 31]
+CONV_LENGTHS = [1, 5, 40]  # one token, shorter than most kernels, longer than all of them
+
+
+def _conv_pair(kind: str, k: int, causal: bool, c: int = 12, heads: int = 4, weight_dropout: float = 0.0):
+    """(ours, fairseq's module with the same weights, ours' weight grad, fairseq's weight grad in
+    the same layout): fairseq's channels are ours permuted by `_to_fairseq_order`."""
+    pad = k - 1 if causal else k // 2
+    order = _to_fairseq_order(c, heads)
+    if kind == "lightweight":
+        conv = _randomize(ElasticLightweightConv(max_heads=8, kernel_size=k, causal=causal,
+                                                 weight_dropout=weight_dropout))
+        ref = LightweightConv1dTBC(c, kernel_size=k, padding_l=pad, num_heads=heads, weight_softmax=True).eval()
+        ref.weight.data = conv.weight[:heads].detach().clone().unsqueeze(1)
+        return conv, ref, lambda: conv.weight.grad[:heads], lambda: ref.weight.grad.squeeze(1)
+    conv = _randomize(ElasticDynamicConv(embed_max=16, max_heads=8, kernel_size=k, causal=causal,
+                                         weight_dropout=weight_dropout))
+    ref = DynamicConv1dTBC(c, kernel_size=k, padding_l=pad, num_heads=heads, weight_softmax=True).eval()
+    # fairseq's kernel predictor reads the input in its channel order
+    ref.weight_linear.weight.data = conv.weight_linear.weight[: heads * k, :c][:, order].detach().clone()
+    return (conv, ref, lambda: conv.weight_linear.weight.grad[: heads * k, :c][:, order],
+            lambda: ref.weight_linear.weight.grad)
+
+
+# Weight gradients sum T x B x C / H products: float32 rounding is relative to their size.
+GRAD_W_RTOL = 1e-5
+
+
+def _fwd_bwd(call, x: torch.Tensor, grad: torch.Tensor):
+    x = x.detach().clone().requires_grad_()
+    out = call(x)
+    out.backward(grad)
+    return out.detach(), x.grad
+
+
 def test_lightweight_conv_equals_fairseq():
-    conv = _randomize(ElasticLightweightConv(max_heads=8, kernel_size=5, causal=False))
+    conv, ref, _, _ = _conv_pair("lightweight", 5, causal=False)
     c, heads = 12, 4
-    ref = LightweightConv1dTBC(c, kernel_size=5, padding_l=2, num_heads=heads, weight_softmax=True).eval()
-    ref.weight.data = conv.weight[:heads].detach().clone().unsqueeze(1)
     x = torch.randn(T, B, c)
     order = _to_fairseq_order(c, heads)
     expected = torch.empty_like(x)
@@ -150,13 +183,115 @@ def test_lightweight_conv_equals_fairseq():
     torch.testing.assert_close(conv(x, heads), expected, atol=ATOL, rtol=0)
 
 
-def test_dynamic_conv_equals_fairseq():
-    conv = _randomize(ElasticDynamicConv(embed_max=16, max_heads=8, kernel_size=5, causal=True))
+def _fairseq_cases():
+    """fairseq's unfold path, causal with K > T, renormalises the softmax over the T taps it can
+    reach (its band path and its incremental decoding do not): compared with its band path only."""
+    for kind in ("lightweight", "dynamic"):
+        for causal in (False, True):
+            for k in KERNELS:
+                for t in CONV_LENGTHS + [200]:
+                    for unfold in (False, True):
+                        if not (unfold and causal and k > t):
+                            name = f"{kind}-{'decoder' if causal else 'encoder'}-K{k}-T{t}"
+                            yield pytest.param(kind, causal, k, t, unfold,
+                                               id=f"{name}-fairseq_{'unfold' if unfold else 'band'}")
+
+
+@pytest.mark.parametrize("kind,causal,k,t,fairseq_unfold", list(_fairseq_cases()))
+def test_conv_equals_fairseq_forward_and_backward(kind, causal, k, t, fairseq_unfold):
+    """Full sequences (our band path; at T = 200 the windowed path where it is cheaper) against
+    fairseq's module (its band-matrix path and its unfold path): output, input gradient and the
+    kernel (lightweight) or kernel predictor (dynamic) gradient, in fairseq's channel order."""
     c, heads = 12, 4
-    ref = DynamicConv1dTBC(c, kernel_size=5, padding_l=4, num_heads=heads, weight_softmax=True).eval()
+    conv, ref, ours_gw, ref_gw = _conv_pair(kind, k, causal)
     order = _to_fairseq_order(c, heads)
-    # fairseq's kernel predictor reads the input in its channel order
-    ref.weight_linear.weight.data = conv.weight_linear.weight[: heads * 5, :c][:, order].detach().clone()
+    x, grad = torch.randn(t, B, c), torch.randn(t, B, c)
+    out, gx = _fwd_bwd(lambda x: conv(x, heads), x, grad)
+    ref_out, ref_gx = _fwd_bwd(lambda x: ref(x, unfold=fairseq_unfold), x[..., order], grad[..., order])
+    torch.testing.assert_close(out[..., order], ref_out, atol=ATOL, rtol=0)
+    torch.testing.assert_close(gx[..., order], ref_gx, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours_gw(), ref_gw(), atol=ATOL, rtol=GRAD_W_RTOL)
+
+
+@pytest.mark.parametrize("kind", ["lightweight", "dynamic"])
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("k", KERNELS)
+@pytest.mark.parametrize("t", CONV_LENGTHS)
+def test_conv_band_path_equals_window_path(kind, causal, k, t):
+    """The full-sequence band matrix against the path it replaced, still used for long sequences
+    (windows for the dynamic conv, depthwise conv1d for the lightweight one), with weight dropout
+    on: both paths see the same dropped kernels."""
+    c, heads = 12, 4
+    conv, _, ours_gw, _ = _conv_pair(kind, k, causal, weight_dropout=0.3)
+    conv.train()
+    x, grad = torch.randn(t, B, c), torch.randn(t, B, c)
+    results = []
+    for band_max_len in (None, 0):
+        conv.band_max_len = band_max_len
+        conv.zero_grad(set_to_none=True)
+        torch.manual_seed(7)  # the same dropout mask on both paths
+        results.append((*_fwd_bwd(lambda x: conv(x, heads), x, grad), ours_gw().clone()))
+    assert conv._use_band(t, None) is False  # band_max_len = 0 was the windowed path
+    conv.band_max_len = None
+    assert conv._use_band(t, None)
+    for band, window, rtol in zip(*results, (0, 0, GRAD_W_RTOL)):
+        torch.testing.assert_close(band, window, atol=ATOL, rtol=rtol)
+    # weight dropout did act on the kernels
+    conv.eval()
+    with torch.no_grad():
+        assert (conv(x, heads) - results[0][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["lightweight", "dynamic"])
+@pytest.mark.parametrize("k", KERNELS)
+def test_incremental_conv_equals_fairseq_and_full_sequence(kind, k):
+    """Decoding one step at a time (the windowed path) equals fairseq's incremental decoding and our
+    full-sequence band path, forward and backward (gradients through the steps)."""
+    c, heads, t = 12, 4, 9
+    conv, ref, ours_gw, ref_gw = _conv_pair(kind, k, causal=True)
+    order = _to_fairseq_order(c, heads)
+    x, grad = torch.randn(t, B, c), torch.randn(t, B, c)
+    out, gx = _fwd_bwd(lambda x: _run_incremental(lambda step, st: conv(step, heads, incremental_state=st), x),
+                       x, grad)
+    ref_out, ref_gx = _fwd_bwd(lambda x: _run_incremental(lambda step, st: ref(step, incremental_state=st), x),
+                               x[..., order], grad[..., order])
+    torch.testing.assert_close(out[..., order], ref_out, atol=ATOL, rtol=0)
+    torch.testing.assert_close(gx[..., order], ref_gx, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours_gw(), ref_gw(), atol=ATOL, rtol=GRAD_W_RTOL)
+    inc_gw = ours_gw().clone()
+    conv.zero_grad(set_to_none=True)
+    full, full_gx = _fwd_bwd(lambda x: conv(x, heads), x, grad)
+    torch.testing.assert_close(out, full, atol=ATOL, rtol=0)
+    torch.testing.assert_close(gx, full_gx, atol=ATOL, rtol=0)
+    torch.testing.assert_close(inc_gw, ours_gw(), atol=ATOL, rtol=GRAD_W_RTOL)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["lightweight", "dynamic"])
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("left_pad", [False, True], ids=["right_pad", "left_pad"])
+def test_conv_block_on_a_padded_batch_equals_each_sentence_alone(dynamic, causal, left_pad):
+    """Padding is masked to zero before the convolution, so on the band path a sentence's outputs
+    do not depend on the padding around it (left padding, as fairseq pads sources, or right)."""
+    block = _randomize(ElasticConvBlock(16, 4, 7, causal=causal, dynamic=dynamic))
+    lengths, t = [9, 4, 1], 9
+    x = torch.randn(t, len(lengths), 16)
+    pad = torch.zeros(len(lengths), t, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        if left_pad:
+            pad[i, : t - n] = True
+        else:
+            pad[i, n:] = True
+    out = block(x, 4, padding_mask=pad)
+    for i in range(len(lengths)):
+        real = ~pad[i]
+        alone = block(x[real, i:i + 1], 4)
+        torch.testing.assert_close(out[real, i:i + 1], alone, atol=ATOL, rtol=0)
+
+
+def test_dynamic_conv_equals_fairseq():
+    conv, ref, _, _ = _conv_pair("dynamic", 5, causal=True)
+    c, heads = 12, 4
+    order = _to_fairseq_order(c, heads)
     x = torch.randn(T, B, c)
     expected = torch.empty_like(x)
     expected[..., order] = ref(x[..., order], unfold=True)

@@ -7,6 +7,12 @@ another head whenever the width changes), so the conv of a narrower subnet with 
 heads is exactly the front slice of a wider one's. The kernel size is fixed per layer. Causal convolutions
 (decoder) pad K - 1 on the left and decode incrementally from a buffer of the last K - 1
 inputs; non-causal ones pad K // 2 on each side.
+
+Full sequences up to a few hundred tokens run as one batched matmul per call: the kernels are
+laid out as T x T band matrices (one per head, or per sentence and head for the dynamic conv)
+and multiplied with each head's channels. Longer sequences and decoding steps use windows
+(dynamic) or a depthwise conv1d (lightweight, full sequences). benchmarks/conv_speed.py
+compares them with fairseq's modules.
 """
 from __future__ import annotations
 
@@ -22,8 +28,39 @@ from fairseq_nas.modules.basic import ElasticLinear
 IncrementalState = dict[str, dict[str, Optional[Tensor]]]
 
 
+def _kernel_softmax(w: Tensor) -> Tensor:
+    """Softmax over the last dim (the kernel taps). PyTorch's CPU kernel is scalar (about 5x
+    slower) for a last dim shorter than its vector width; below 16 taps the composed form is
+    faster there. The max is detached: softmax does not depend on it, so gradients are unchanged."""
+    if w.device.type != "cpu" or w.size(-1) >= 16:
+        return F.softmax(w, dim=-1)
+    e = torch.exp(w - w.detach().amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _band(w: Tensor, t: int, padding_l: int) -> Tensor:
+    """... x T x K kernels (one per output position) -> ... x T x T band matrices: row r holds
+    kernel r at input positions r - padding_l .. r - padding_l + K - 1 (those inside 0 .. T-1)."""
+    k, p = w.size(-1), padding_l
+    # Only taps lo .. hi can reach an input position (tap i of row r reads input r + i - p).
+    lo, hi = max(0, p - t + 1), min(k - 1, p + t - 1)
+    if lo > 0 or hi < k - 1:
+        w, k, p = w[..., lo:hi + 1], hi - lo + 1, p - lo
+    lead = w.shape[:-2]
+    # Skew: each row is the kernel then T zeros; read T rows of T + K - 1 from the flattened
+    # rows, and row r's kernel lands at columns r .. r + K - 1 of the padded input.
+    band = F.pad(w, (0, t)).reshape(*lead, t * (k + t))
+    band = band[..., : t * (t + k - 1)].view(*lead, t, t + k - 1)
+    return band[..., p:p + t]
+
+
 @with_incremental_state
 class _ElasticConvBase(nn.Module):
+    # Full sequences use a T x T band matrix (one batched matmul, O(T^2) per channel) up to this
+    # length, and longer ones the O(T K) windowed path; None: the length where the two cost
+    # about the same on CPU (`_band_len`). 0 forces the windowed path.
+    band_max_len: Optional[int] = None
+
     def __init__(self, kernel_size: int, causal: bool, weight_dropout: float):
         super().__init__()
         if kernel_size % 2 == 0:
@@ -32,6 +69,13 @@ class _ElasticConvBase(nn.Module):
         self.causal = causal
         self.padding_l = kernel_size - 1 if causal else kernel_size // 2
         self.weight_dropout = weight_dropout
+
+    def _band_len(self) -> int:
+        raise NotImplementedError
+
+    def _use_band(self, t: int, incremental_state: Optional[IncrementalState]) -> bool:
+        limit = self._band_len() if self.band_max_len is None else self.band_max_len
+        return incremental_state is None and t <= limit
 
     def _window(self, x: Tensor, incremental_state: Optional[IncrementalState]) -> Tensor:
         """T x B x C -> T x B x C x K' windows (K' = K except at the start of decoding)."""
@@ -69,16 +113,34 @@ class ElasticLightweightConv(_ElasticConvBase):
         if c % heads or heads > self.weight.size(0):
             raise ValueError(f"{c} channels cannot be split over {heads} heads")
         w = F.softmax(self.weight[:heads], dim=-1)
-        w = F.dropout(w, p=self.weight_dropout, training=self.training)
+        w = F.dropout(w, p=self.weight_dropout, training=self.training)  # H x K
+        if self._use_band(t, incremental_state):
+            return self._banded(x, w)
         w_channels = w.repeat(c // heads, 1)  # C x K: channel c has head c mod heads
         if incremental_state is None:
-            # Depthwise conv1d: fast band computation for full sequences.
+            # Depthwise conv1d: O(T K) for long sequences.
             xb = x.permute(1, 2, 0)
             xb = F.pad(xb, (self.padding_l, self.kernel_size - 1 - self.padding_l))
             return F.conv1d(xb, w_channels.unsqueeze(1), groups=c).permute(2, 0, 1)
         window = self._window(x, incremental_state)  # 1 x B x C x K'
         kk = window.size(3)
         return (window * w_channels[:, -kk:]).sum(-1)
+
+    def _band_len(self) -> int:
+        # forward + backward on 1 CPU thread, band vs conv1d: even at about 190 tokens for K = 3,
+        # 380 for K = 31 (the forward alone favours conv1d from about 100-190 tokens)
+        return 160 + 8 * self.kernel_size
+
+    def _banded(self, x: Tensor, w: Tensor) -> Tensor:
+        """One T x T band per head (the kernel is the same at every position), times all the
+        head's channels of every sentence: H matmuls of T x T by T x (B C / H)."""
+        t, b, c = x.shape
+        heads = w.size(0)
+        band = _band(w.unsqueeze(1).expand(heads, t, w.size(1)), t, self.padding_l)  # H x T x T
+        # channel c = i * heads + j has head j
+        xs = x.view(t, b, c // heads, heads).permute(3, 0, 1, 2).reshape(heads, t, b * (c // heads))
+        out = torch.bmm(band, xs)  # H x T x (B R)
+        return out.view(heads, t, b, c // heads).permute(1, 2, 3, 0).reshape(t, b, c)
 
 
 class ElasticDynamicConv(_ElasticConvBase):
@@ -96,14 +158,38 @@ class ElasticDynamicConv(_ElasticConvBase):
         if c % heads:
             raise ValueError(f"{c} channels cannot be split over {heads} heads")
         w = self.weight_linear(x, heads * k).view(t, b, heads, k)
-        w = F.softmax(w, dim=-1)
+        w = _kernel_softmax(w)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)
+        if self._use_band(t, incremental_state):
+            return self._banded(x, w)
+        return self._unfolded(x, w, incremental_state)
+
+    def _band_len(self) -> int:
+        # the windows' cost grows with K: forward + backward on 1 CPU thread, band vs windows,
+        # even at about 220 tokens for K = 3, 350 for 7, 700 for 15, over 1000 for 31
+        return 64 + 32 * self.kernel_size
+
+    def _unfolded(self, x: Tensor, w: Tensor, incremental_state: Optional[IncrementalState]) -> Tensor:
+        """Each window of K inputs times its kernel: one decoding step, or a long sequence."""
+        t, b, c = x.shape
+        heads = w.size(2)
         window = self._window(x, incremental_state)  # T x B x C x K'
         kk = window.size(3)
         w = w[..., -kk:]
         # channel c = i * heads + j has head j = c mod heads
         out = window.reshape(t, b, c // heads, heads, kk) * w.unsqueeze(2)
         return out.sum(-1).view(t, b, c)
+
+    def _banded(self, x: Tensor, w: Tensor) -> Tensor:
+        """A full sequence as one batched matmul: per (sentence, head) the T x T band of that
+        sentence's predicted kernels, times the head's channels. x: T x B x C; w: T x B x H x K."""
+        t, b, c = x.shape
+        heads = w.size(2)
+        band = _band(w.permute(1, 2, 0, 3), t, self.padding_l).reshape(b * heads, t, t)
+        # channel c = i * heads + j has head j
+        xs = x.view(t, b, c // heads, heads).permute(1, 3, 0, 2).reshape(b * heads, t, c // heads)
+        out = torch.bmm(band, xs)  # B H x T x R
+        return out.view(b, heads, t, c // heads).permute(2, 0, 3, 1).reshape(t, b, c)
 
 
 class ElasticConvBlock(nn.Module):
