@@ -19,9 +19,11 @@ def register() -> None:
     )
     from fairseq_nas.errors import install_excepthook
     from fairseq_nas.models import subnet, supernet  # noqa: F401
+    from fairseq_nas.quiet import quiet_hydra_warnings
     from fairseq_nas.tasks import supernet_translation  # noqa: F401
 
     install_excepthook()  # one-line errors in fairseq-train, fairseq-generate, ...
+    quiet_hydra_warnings()
 
 
 if "fairseq" in sys.modules:
