@@ -115,3 +115,16 @@ def test_real_entry_point_bad_file(tmp_path):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fairseq-nas: error: {bad}: line 2: malformed YAML")
     assert "Traceback" not in r.stderr
+
+
+def test_user_dir_prints_the_plugin_folder_from_any_directory(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "fairseq_nas.cli.main", "user-dir"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = Path(proc.stdout.strip())
+    assert printed.is_absolute() and (printed / "__init__.py").is_file() and printed.name == "fairseq_nas"
+    assert printed == Path(__file__).resolve().parents[1] / "fairseq_nas"

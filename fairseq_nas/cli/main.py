@@ -24,6 +24,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("rank", "fairseq_nas.cli.rank_cmd", "fit a ranker on archs.jsonl: Kendall tau, importance, pruned space"),
     ("report", "fairseq_nas.cli.report_cmd", "plots of runs: DSS divergence histograms and loss curves"),
     ("search", "fairseq_nas.cli.search_cmd", "search a space under a latency limit: best.json, top K, pareto.png"),
+    ("user-dir", "fairseq_nas.cli.user_dir_cmd", "print the plugin folder for fairseq's --user-dir (any directory)"),
 ]
 
 
