@@ -82,8 +82,10 @@ def test_trimmed_mean_drops_the_fastest_and_slowest_tenth():
     assert trimmed_mean(runs) == 10.0
     assert trimmed_mean([3.0, 1.0, 2.0, 100.0]) == pytest.approx(26.5)  # < 10 runs: nothing dropped
     s = summarize([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0])
-    assert s["mean"] == pytest.approx(5.5) and s["median"] == 5.5 and s["std"] == pytest.approx(2.2913, abs=1e-4)
-    assert s["min"] == 1.0
+    assert s["mean"] == s["trimmed_mean"] == pytest.approx(5.5) and s["median"] == 5.5
+    assert s["std"] == pytest.approx(2.2913, abs=1e-4) and s["cv"] == pytest.approx(2.2913 / 5.5, abs=1e-4)
+    assert s["min"] == 1.0 and s["max"] == 100.0
+    assert (s["q1"], s["q3"], s["iqr"]) == (3.25, 7.75, 4.5)  # numpy's linear interpolation
     with pytest.raises(ValueError):
         trimmed([])
 
@@ -107,10 +109,14 @@ def test_measure_row(space_file):
     row = measure(subnet, space, 50, 45, protocol)
     assert torch.get_num_threads() == before
     assert Subnet.from_dict(row["subnet"]) == subnet
-    for part in ("encoder_ms", "decoder_ms", "total_ms"):
-        assert set(row[part]) == {"mean", "median", "std", "min"}
+    for part in ("encoder_ms", "decoder_ms", "total_ms", "cpu_ms"):
+        assert set(row[part]) == {"mean", "trimmed_mean", "median", "std", "cv", "min", "max", "q1", "q3", "iqr"}
         assert 0 < row[part]["min"] <= row[part]["median"] and row[part]["mean"] > 0 and row[part]["std"] >= 0
-    assert row["latency_ms"] == row["total_ms"]["mean"]
+        assert row[part]["q1"] <= row[part]["median"] <= row[part]["q3"] and row[part]["iqr"] >= 0
+    assert (row["latency_stat"], row["latency_clock"]) == ("median", "wall")
+    assert row["latency_ms"] == row["total_ms"]["median"]
+    assert (row["protocol"], row["decoder_loop"], row["rounds"]) == ("rounds", "generator", 6)
+    assert len(row["round_ms"]) == 6
     assert row["encoder_ms"]["mean"] < row["latency_ms"] and row["decoder_ms"]["mean"] < row["latency_ms"]
     assert row["params"] == count_params(subnet, space, 50, 45)
     assert row["flops"] == count_flops(subnet, space, 7, 5, 45, beam=3)
@@ -121,7 +127,8 @@ def test_measure_row(space_file):
     json.dumps(row)  # plain JSON values
 
 
-def test_measure_decodes_exactly_tgt_len_tokens(space_file, monkeypatch):
+@pytest.mark.parametrize("loop", ["generator", "bare"])
+def test_measure_decodes_exactly_tgt_len_tokens(space_file, monkeypatch, loop):
     """No early stop: every run makes tgt_len decoder calls, whatever the random weights predict."""
     import fairseq_nas.latency.measure as m
 
@@ -130,8 +137,9 @@ def test_measure_decodes_exactly_tgt_len_tokens(space_file, monkeypatch):
     calls = []
     real_forward = model.decoder.forward
     monkeypatch.setattr(model.decoder, "forward", lambda *a, **k: calls.append(1) or real_forward(*a, **k))
-    times = m.time_model(model, Protocol(src_len=4, tgt_len=9, beam=2, warmup=1, runs=2))
-    assert len(times["encoder"]) == len(times["decoder"]) == 2
+    times = m.time_model(model, Protocol(src_len=4, tgt_len=9, beam=2, warmup=1, runs=2, decoder_loop=loop))
+    assert len(times["encoder"]) == len(times["decoder"]) == len(times["cpu"]) == 2
+    assert all(e > 0 and d > 0 and c > 0 for e, d, c in zip(times["encoder"], times["decoder"], times["cpu"]))
     assert len(calls) == 3 * 9
 
 
@@ -189,12 +197,14 @@ def test_cli_repeat_reports_noise(space_file, tmp_path, capsys):
     assert -1 <= noise["kendall_tau"]["0-1"] <= 1 and noise["median_cv"] >= 0
 
 
-def test_resume_after_kill(space_file, tmp_path):
-    """Kill the command (SIGKILL) after the second row, damage the last line, resume: every subnet once."""
+def test_resume_after_kill_block_protocol(space_file, tmp_path):
+    """Block protocol: kill the command (SIGKILL) after the second row, damage the last line, resume: every
+    subnet once. (The rounds protocol's kill test is in test_latency_rounds.py.)"""
     n = 6
     out = tmp_path / "lat.jsonl"
+    block = ["--protocol", "block", "--runs", "25", "--warmup", "1", "--src-len", "8", "--vocab-size", "40"]
     args = [sys.executable, "-m", "fairseq_nas.cli.main", "latency", "--space", str(space_file), "-n", str(n),
-            "--runs", "25", "--warmup", "1", "--src-len", "8", "--vocab-size", "40", "--out", str(out)]
+            *block, "--out", str(out)]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
         proc = subprocess.Popen(args, env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
@@ -212,8 +222,7 @@ def test_resume_after_kill(space_file, tmp_path):
     assert 2 <= len(before) < n
     with open(out, "a") as f:  # what a kill in the middle of a write would leave
         f.write(json.dumps(before[0])[:57])
-    assert cli("--space", space_file, "-n", n, "--runs", "25", "--warmup", "1", "--src-len", "8",
-               "--vocab-size", "40", "--out", out) == 0
+    assert cli("--space", space_file, "-n", n, *block, "--out", out) == 0
     after = read_jsonl(out)  # every line is valid JSON again
     assert len(after) == n and len(set(keys(after))) == n
     assert sorted(keys(after)) == sorted((s.to_json(), 0) for s in sample_subnets(load_space(space_file), n, 0))

@@ -24,12 +24,46 @@ def trimmed_mean(values: Sequence[float], trim: float = 0.1) -> float:
     return statistics.fmean(trimmed(values, trim))
 
 
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile with linear interpolation between order statistics (numpy's default)."""
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("no values")
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+STATISTICS = ("median", "trimmed_mean", "min")
+
+
 def summarize(values: Sequence[float], trim: float = 0.1) -> dict[str, float]:
-    """{"mean": trimmed mean, "median": median of all runs, "std": std of the trimmed runs (ddof 0),
-    "min": fastest run}."""
+    """Statistics of one subnet's runs:
+
+    - "mean": the trimmed mean (HAT's figure; kept under this name for older readers), also as
+      "trimmed_mean"; "median"; "min" (the fastest run); "max";
+    - "std": std of the trimmed runs (ddof 0); "cv": that std over the trimmed mean (the runs'
+      spread with the outliers that trimming removes left out);
+    - "q1", "q3", "iqr": the quartiles and their distance (linear interpolation)."""
     kept = trimmed(values, trim)
-    return {"mean": statistics.fmean(kept), "median": statistics.median(values),
-            "std": statistics.pstdev(kept) if len(kept) > 1 else 0.0, "min": min(values)}
+    mean = statistics.fmean(kept)
+    std = statistics.pstdev(kept) if len(kept) > 1 else 0.0
+    q1, q3 = quantile(values, 0.25), quantile(values, 0.75)
+    return {"mean": mean, "trimmed_mean": mean, "median": statistics.median(values), "std": std,
+            "cv": std / mean if mean else 0.0, "min": min(values), "max": max(values), "q1": q1, "q3": q3,
+            "iqr": q3 - q1}
+
+
+def statistic(values: Sequence[float], name: str, trim: float = 0.1) -> float:
+    """One of STATISTICS of the runs (what a row's latency_ms is)."""
+    if name == "median":
+        return float(statistics.median(values))
+    if name == "trimmed_mean":
+        return trimmed_mean(values, trim)
+    if name == "min":
+        return float(min(values))
+    raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got {name!r}")
 
 
 def coefficient_of_variation(values: Sequence[float]) -> float:

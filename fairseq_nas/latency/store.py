@@ -2,7 +2,10 @@
 
 A row is keyed by its subnet's canonical JSON and its repeat index (the pass). A killed
 run leaves at most a truncated last line, which `LatencyStore` cuts off on opening; a
-resumed run skips the keys already present, so no row is measured twice or lost.
+resumed run skips the keys already present, so no row is measured twice or lost. With the
+rounds protocol a subnet's row is written once all its rounds are done; the rounds done so
+far live in a sidecar (`RoundLog`, OUT's stem + .rounds.jsonl), so a kill loses at most the
+round in progress.
 """
 from __future__ import annotations
 
@@ -10,13 +13,17 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from fairseq_nas.errors import FairseqNasError, SpaceError
 from fairseq_nas.space import SearchSpace, Subnet
 
 # Settings that change what is measured: rows that differ in one of them do not belong in one file.
-PROTOCOL_FIELDS = ("device", "dtype", "threads", "src_len", "tgt_len", "beam", "src_vocab", "tgt_vocab", "runs")
+PROTOCOL_FIELDS = ("device", "dtype", "threads", "src_len", "tgt_len", "beam", "src_vocab", "tgt_vocab", "runs",
+                   "protocol", "rounds", "decoder_loop", "latency_stat", "latency_clock")
+# What rows written before these fields existed were measured with.
+LEGACY_SETTINGS = {"protocol": "block", "rounds": 1, "decoder_loop": "bare", "latency_stat": "trimmed_mean",
+                   "latency_clock": "wall"}
 
 
 def row_key(subnet: Union[Subnet, dict], repeat: int = 0) -> tuple[str, int]:
@@ -24,6 +31,42 @@ def row_key(subnet: Union[Subnet, dict], repeat: int = 0) -> tuple[str, int]:
     if isinstance(subnet, dict):
         subnet = Subnet.from_dict(subnet)
     return subnet.to_json(), int(repeat)
+
+
+def read_repairing(path: Path, add: Callable[[bytes], None], what: str) -> bool:
+    """Feed every complete line of a JSONL file to `add` (which raises ValueError on a bad one).
+    A last line without its newline was written when a run was killed: if it does not parse it is
+    cut off (it is measured again), else its newline is added. Returns whether it repaired."""
+    if path.is_dir():
+        raise FairseqNasError(f"--out {path}: is a directory; expected a .jsonl file")
+    data = path.read_bytes()
+    *complete, tail = data.split(b"\n")  # tail: what follows the last newline ("" in a clean file)
+    for i, raw in enumerate(complete, 1):
+        if raw.strip():
+            try:
+                add(raw)
+            except ValueError as e:
+                raise FairseqNasError(f"{path}:{i}: not {what} ({e}); fix or remove the line") from None
+    if not tail.strip():
+        return False
+    try:
+        add(tail)
+    except ValueError:  # truncated: drop it
+        with open(path, "r+b") as f:
+            f.truncate(len(data) - len(tail))
+    else:  # complete JSON: just end the line
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return True
+
+
+def append_line(path: Path, obj: dict[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class LatencyStore:
@@ -37,27 +80,7 @@ class LatencyStore:
             self._load()
 
     def _load(self) -> None:
-        if self.path.is_dir():
-            raise FairseqNasError(f"--out {self.path}: is a directory; expected a .jsonl file")
-        data = self.path.read_bytes()
-        *complete, tail = data.split(b"\n")  # tail: what follows the last newline ("" in a clean file)
-        for i, raw in enumerate(complete, 1):
-            if raw.strip():
-                try:
-                    self._add(raw)
-                except ValueError as e:
-                    raise FairseqNasError(f"{self.path}:{i}: not a latency row ({e}); fix or remove the "
-                                          "line") from None
-        if tail.strip():  # a last line without its newline: written when the run was killed
-            try:
-                self._add(tail)
-            except ValueError:  # truncated: drop it (it is measured again)
-                with open(self.path, "r+b") as f:
-                    f.truncate(len(data) - len(tail))
-            else:  # complete JSON: just end the line
-                with open(self.path, "ab") as f:
-                    f.write(b"\n")
-            self.repaired = True
+        self.repaired = read_repairing(self.path, self._add, "a latency row")
 
     def _add(self, raw: bytes) -> None:
         try:
@@ -76,8 +99,11 @@ class LatencyStore:
     def check_protocol(self, settings: dict[str, Any]) -> None:
         """Fail if an existing row was measured with other settings (mixing them would be meaningless)."""
         for row in self.rows.values():
-            diff = {k: (row.get(k), settings[k]) for k in PROTOCOL_FIELDS
-                    if k in settings and k in row and row[k] != settings[k]}
+            diff = {}
+            for k in PROTOCOL_FIELDS:
+                old = row.get(k, LEGACY_SETTINGS.get(k))
+                if k in settings and old is not None and old != settings[k]:
+                    diff[k] = (old, settings[k])
             if diff:
                 what = ", ".join(f"{k} {old!r} (now {new!r})" for k, (old, new) in diff.items())
                 raise FairseqNasError(f"{self.path}: has rows measured with other settings: {what}; "
@@ -85,13 +111,69 @@ class LatencyStore:
 
     def append(self, row: dict[str, Any]) -> None:
         key = row_key(row["subnet"], row.get("repeat", 0))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(row, sort_keys=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.path, row)
         self.rows[key] = row
+
+
+def rounds_path(out: Union[str, Path]) -> Path:
+    """The sidecar of an output file: latency.jsonl -> latency.rounds.jsonl."""
+    out = Path(out)
+    return out.with_name((out.stem if out.suffix else out.name) + ".rounds.jsonl")
+
+
+class RoundLog:
+    """The per-round timings of subnets measured in rounds (the sidecar of `--protocol rounds`).
+
+    One line per (subnet, pass, round): {"subnet", "repeat", "round", "encoder", "decoder", "cpu"
+    (the round's runs, ms), "load", "settings"}. Appended and fsynced as each round of a subnet
+    ends, so a killed run resumes with the rounds it had done; a subnet's row is written to the
+    main file once all its rounds are here. Lines measured with other `settings` are an error."""
+
+    def __init__(self, path: Union[str, Path], settings: dict[str, Any]):
+        self.path = Path(path)
+        self.settings = dict(settings)
+        self.entries: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+        self.repaired = False
+        if self.path.exists():
+            self.repaired = read_repairing(self.path, self._add, "a round of latency timings")
+
+    def _add(self, raw: bytes) -> None:
+        try:
+            e = json.loads(raw.decode("utf-8"))
+            key = row_key(e["subnet"], e.get("repeat", 0))
+            r = int(e["round"])
+            for part in ("encoder", "decoder", "cpu"):
+                if not isinstance(e[part], list):
+                    raise TypeError(f"{part} is not a list")
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, FairseqNasError) as err:
+            raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
+        old = e.get("settings") or {}
+        diff = {k: (old.get(k), v) for k, v in self.settings.items() if k in old and old[k] != v}
+        if diff:
+            what = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
+            raise FairseqNasError(f"{self.path}: has rounds measured with other settings: {what}; use another "
+                                  "--out or the same settings")
+        self.entries.setdefault(key, {})[r] = e
+
+    def done(self, key: tuple[str, int]) -> int:
+        """Rounds 0, 1, ... of `key` that are all here (a gap ends the count)."""
+        have = self.entries.get(key, {})
+        n = 0
+        while n in have:
+            n += 1
+        return n
+
+    def append(self, subnet: dict[str, Any], repeat: int, r: int, times: dict[str, list[float]],
+               load: Optional[dict[str, Any]] = None) -> None:
+        entry = {"subnet": subnet, "repeat": repeat, "round": r, **{k: times[k] for k in ("encoder", "decoder", "cpu")},
+                 "load": load, "settings": self.settings}
+        append_line(self.path, entry)
+        self.entries.setdefault(row_key(subnet, repeat), {})[r] = entry
+
+    def rounds(self, key: tuple[str, int], n: int) -> list[dict[str, Any]]:
+        """The entries of rounds 0 .. n-1 of `key`, in order."""
+        have = self.entries.get(key, {})
+        return [have[r] for r in range(n)]
 
 
 def read_subnets(path: Union[str, Path], space: SearchSpace) -> list[Subnet]:
