@@ -199,7 +199,7 @@ def _fairseq_cases():
 
 @pytest.mark.parametrize("kind,causal,k,t,fairseq_unfold", list(_fairseq_cases()))
 def test_conv_equals_fairseq_forward_and_backward(kind, causal, k, t, fairseq_unfold):
-    """Full sequences (our band path; at T = 200 the windowed path where it is cheaper) against
+    """Full sequences (our fast paths; the dynamic conv's windows at T = 200 where cheaper) against
     fairseq's module (its band-matrix path and its unfold path): output, input gradient and the
     kernel (lightweight) or kernel predictor (dynamic) gradient, in fairseq's channel order."""
     c, heads = 12, 4
@@ -217,36 +217,60 @@ def test_conv_equals_fairseq_forward_and_backward(kind, causal, k, t, fairseq_un
 @pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
 @pytest.mark.parametrize("k", KERNELS)
 @pytest.mark.parametrize("t", CONV_LENGTHS)
-def test_conv_band_path_equals_window_path(kind, causal, k, t):
-    """The full-sequence band matrix against the path it replaced, still used for long sequences
-    (windows for the dynamic conv, depthwise conv1d for the lightweight one), with weight dropout
-    on: both paths see the same dropped kernels."""
+def test_conv_fast_path_equals_window_path(kind, causal, k, t):
+    """The full-sequence fast path (band matrix for the dynamic conv, depthwise conv2d with its own
+    backward for the lightweight one) against windows of K inputs times the kernels, with weight
+    dropout on: both paths see the same dropped kernels."""
     c, heads = 12, 4
     conv, _, ours_gw, _ = _conv_pair(kind, k, causal, weight_dropout=0.3)
     conv.train()
     x, grad = torch.randn(t, B, c), torch.randn(t, B, c)
     results = []
-    for band_max_len in (None, 0):
-        conv.band_max_len = band_max_len
+    for fast_max_len in (None, 0):
+        conv.fast_max_len = fast_max_len
         conv.zero_grad(set_to_none=True)
         torch.manual_seed(7)  # the same dropout mask on both paths
         results.append((*_fwd_bwd(lambda x: conv(x, heads), x, grad), ours_gw().clone()))
-    assert conv._use_band(t, None) is False  # band_max_len = 0 was the windowed path
-    conv.band_max_len = None
-    assert conv._use_band(t, None)
-    for band, window, rtol in zip(*results, (0, 0, GRAD_W_RTOL)):
-        torch.testing.assert_close(band, window, atol=ATOL, rtol=rtol)
+    assert conv._use_fast(t, None) is False  # fast_max_len = 0 was the windowed path
+    conv.fast_max_len = None
+    assert conv._use_fast(t, None)
+    for fast, window, rtol in zip(*results, (0, 0, GRAD_W_RTOL)):
+        torch.testing.assert_close(fast, window, atol=ATOL, rtol=rtol)
     # weight dropout did act on the kernels
     conv.eval()
     with torch.no_grad():
         assert (conv(x, heads) - results[0][0]).abs().max() > 1e-3
 
 
+def test_lightweight_conv_cases_cover_both_full_sequence_paths():
+    """The cases above reach the lightweight conv's band path and its conv2d path, both causal and not."""
+    for causal in (False, True):
+        picks = {ElasticLightweightConv(4, k, causal)._band_is_cheaper(t) for k in KERNELS for t in CONV_LENGTHS}
+        assert picks == {False, True}, causal
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("k", [3, 31])
+def test_lightweight_conv2d_with_autograds_backward_equals_fairseq(monkeypatch, causal, k):
+    """Off CPU (or without oneDNN) the conv2d path keeps autograd's own backward: same results."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    c, heads, t = 12, 4, 80
+    conv, ref, ours_gw, ref_gw = _conv_pair("lightweight", k, causal)
+    assert not conv._band_is_cheaper(t)
+    order = _to_fairseq_order(c, heads)
+    x, grad = torch.randn(t, B, c), torch.randn(t, B, c)
+    out, gx = _fwd_bwd(lambda x: conv(x, heads), x, grad)
+    ref_out, ref_gx = _fwd_bwd(lambda x: ref(x), x[..., order], grad[..., order])
+    torch.testing.assert_close(out[..., order], ref_out, atol=ATOL, rtol=0)
+    torch.testing.assert_close(gx[..., order], ref_gx, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours_gw(), ref_gw(), atol=ATOL, rtol=GRAD_W_RTOL)
+
+
 @pytest.mark.parametrize("kind", ["lightweight", "dynamic"])
 @pytest.mark.parametrize("k", KERNELS)
 def test_incremental_conv_equals_fairseq_and_full_sequence(kind, k):
     """Decoding one step at a time (the windowed path) equals fairseq's incremental decoding and our
-    full-sequence band path, forward and backward (gradients through the steps)."""
+    full-sequence fast path, forward and backward (gradients through the steps)."""
     c, heads, t = 12, 4, 9
     conv, ref, ours_gw, ref_gw = _conv_pair(kind, k, causal=True)
     order = _to_fairseq_order(c, heads)
@@ -270,7 +294,7 @@ def test_incremental_conv_equals_fairseq_and_full_sequence(kind, k):
 @pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
 @pytest.mark.parametrize("left_pad", [False, True], ids=["right_pad", "left_pad"])
 def test_conv_block_on_a_padded_batch_equals_each_sentence_alone(dynamic, causal, left_pad):
-    """Padding is masked to zero before the convolution, so on the band path a sentence's outputs
+    """Padding is masked to zero before the convolution, so on the fast paths a sentence's outputs
     do not depend on the padding around it (left padding, as fairseq pads sources, or right)."""
     block = _randomize(ElasticConvBlock(16, 4, 7, causal=causal, dynamic=dynamic))
     lengths, t = [9, 4, 1], 9

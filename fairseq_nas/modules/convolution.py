@@ -8,20 +8,23 @@ heads is exactly the front slice of a wider one's. The kernel size is fixed per 
 (decoder) pad K - 1 on the left and decode incrementally from a buffer of the last K - 1
 inputs; non-causal ones pad K // 2 on each side.
 
-Full sequences up to a few hundred tokens run as one batched matmul per call: the kernels are
-laid out as T x T band matrices (one per head, or per sentence and head for the dynamic conv)
-and multiplied with each head's channels. Longer sequences and decoding steps use windows
-(dynamic) or a depthwise conv1d (lightweight, full sequences). benchmarks/conv_speed.py
-compares them with fairseq's modules.
+Full sequences: the dynamic conv (up to a few hundred tokens) lays each sentence's predicted
+kernels out as T x T band matrices, one per head, and multiplies them with the head's channels
+in one batched matmul; the lightweight conv does the same with one band per head where T is
+short for its kernel, and otherwise runs as a depthwise conv2d over the T x B x C memory as it
+is. Decoding steps (and the dynamic conv's long sequences) use windows of the last K inputs.
+benchmarks/conv_speed.py compares both with fairseq's modules.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from fairseq_nas.modules.basic import ElasticLinear
 
@@ -56,10 +59,10 @@ def _band(w: Tensor, t: int, padding_l: int) -> Tensor:
 
 @with_incremental_state
 class _ElasticConvBase(nn.Module):
-    # Full sequences use a T x T band matrix (one batched matmul, O(T^2) per channel) up to this
-    # length, and longer ones the O(T K) windowed path; None: the length where the two cost
-    # about the same on CPU (`_band_len`). 0 forces the windowed path.
-    band_max_len: Optional[int] = None
+    # Full sequences up to this length take the fast path (`_fast_len`: the band matrix of the
+    # dynamic conv, the depthwise conv2d of the lightweight one); longer ones and decoding steps
+    # take the windowed path. None: the class's default; 0 forces windows (tests).
+    fast_max_len: Optional[int] = None
 
     def __init__(self, kernel_size: int, causal: bool, weight_dropout: float):
         super().__init__()
@@ -70,11 +73,11 @@ class _ElasticConvBase(nn.Module):
         self.padding_l = kernel_size - 1 if causal else kernel_size // 2
         self.weight_dropout = weight_dropout
 
-    def _band_len(self) -> int:
+    def _fast_len(self) -> float:
         raise NotImplementedError
 
-    def _use_band(self, t: int, incremental_state: Optional[IncrementalState]) -> bool:
-        limit = self._band_len() if self.band_max_len is None else self.band_max_len
+    def _use_fast(self, t: int, incremental_state: Optional[IncrementalState]) -> bool:
+        limit = self._fast_len() if self.fast_max_len is None else self.fast_max_len
         return incremental_state is None and t <= limit
 
     def _window(self, x: Tensor, incremental_state: Optional[IncrementalState]) -> Tensor:
@@ -100,6 +103,70 @@ class _ElasticConvBase(nn.Module):
         return incremental_state
 
 
+def _time_conv(x: Tensor, w_channels: Tensor, padding_l: int) -> Tensor:
+    """Depthwise convolution along time: out[t, :, c] = sum_i w_channels[c, i] x[t + i - padding_l, :, c]
+    (zero outside 0 .. T-1). x: T x B x C, w_channels: C x K.
+
+    A T x B x C tensor is a 1 x C x T x B image in channels-last memory, so this is a depthwise
+    conv2d with a K x 1 kernel that reads and writes the T x B x C layout without a transpose
+    (oneDNN's channels-last depthwise kernel on CPU is vectorised over C)."""
+    t = x.size(0)
+    c, k = w_channels.shape
+    # Symmetric padding (conv2d's), then the T rows that start padding_l before each step; for a
+    # causal conv that computes K - 1 extra rows, a small share where this path is taken (T long
+    # for its K: `ElasticLightweightConv._band_is_cheaper`) and no slower than padding x first.
+    pad = max(padding_l, k - 1 - padding_l)
+    out = F.conv2d(x.unsqueeze(0).permute(0, 3, 1, 2), w_channels.reshape(c, 1, k, 1), padding=(pad, 0), groups=c)
+    first = pad - padding_l
+    return out.permute(0, 2, 3, 1)[0, first:first + t]
+
+
+def _head_kernel_grad(x: Tensor, g: Tensor, heads: int, k: int, padding_l: int, block: int = 64) -> Tensor:
+    """Gradient of the H x K lightweight kernels: per head, the sum over steps t, sentences and the
+    head's channels of g[t] * x[t + i - padding_l] for tap i. These are the diagonals of the
+    head's Gram matrix of g and x along time, computed in blocks of `block` steps of g against
+    the inputs they reach (O(T (block + K)) per channel)."""
+    t, b, c = x.shape
+    r = c // heads
+    # channel c = i * heads + j has head j
+    xs = x.reshape(t, b, r, heads).permute(3, 0, 1, 2).reshape(heads, t, b * r)
+    gs = g.reshape(t, b, r, heads).permute(3, 0, 1, 2).reshape(heads, t, b * r)
+    grad = x.new_zeros(heads, k)
+    for start in range(0, t, block):
+        n = min(block, t - start)
+        first, last = start - padding_l, start + n + k - 1 - padding_l  # inputs the block reaches
+        lo, hi = max(0, first), min(t, last)
+        gram = torch.bmm(gs[:, start:start + n], xs[:, lo:hi].transpose(1, 2))  # H x n x (hi - lo)
+        gram = F.pad(gram, (lo - first, last - hi))  # column v: input first + v; tap i of row u: v = u + i
+        width = n + k - 1
+        grad += gram.as_strided((heads, n, k), (n * width, width + 1, 1)).sum(1)
+    return grad
+
+
+class _LightweightConvTBC(torch.autograd.Function):
+    """`_time_conv` with the head kernels repeated over channels, and a backward that stays on
+    the fast kernels: the input gradient is the same depthwise conv with the kernel reversed,
+    the kernel gradient `_head_kernel_grad` (oneDNN's depthwise backward is far slower here)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, padding_l: int) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.padding_l = padding_l
+        return _time_conv(x, w.repeat(x.size(2) // w.size(0), 1), padding_l)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, w = ctx.saved_tensors
+        heads, k = w.shape
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _time_conv(g, w.flip(-1).repeat(x.size(2) // heads, 1), k - 1 - ctx.padding_l)
+        if ctx.needs_input_grad[1]:
+            grad_w = _head_kernel_grad(x, g, heads, k, ctx.padding_l)
+        return grad_x, grad_w, None
+
+
 class ElasticLightweightConv(_ElasticConvBase):
     """Depthwise convolution with softmax-normalised kernels shared within each head."""
 
@@ -114,22 +181,25 @@ class ElasticLightweightConv(_ElasticConvBase):
             raise ValueError(f"{c} channels cannot be split over {heads} heads")
         w = F.softmax(self.weight[:heads], dim=-1)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)  # H x K
-        if self._use_band(t, incremental_state):
-            return self._banded(x, w)
+        if self._use_fast(t, incremental_state):
+            if self._band_is_cheaper(t):
+                return self._banded(x, w)
+            if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+                return _LightweightConvTBC.apply(x, w, self.padding_l)
+            return _time_conv(x, w.repeat(c // heads, 1), self.padding_l)  # autograd's own backward
         w_channels = w.repeat(c // heads, 1)  # C x K: channel c has head c mod heads
-        if incremental_state is None:
-            # Depthwise conv1d: O(T K) for long sequences.
-            xb = x.permute(1, 2, 0)
-            xb = F.pad(xb, (self.padding_l, self.kernel_size - 1 - self.padding_l))
-            return F.conv1d(xb, w_channels.unsqueeze(1), groups=c).permute(2, 0, 1)
-        window = self._window(x, incremental_state)  # 1 x B x C x K'
+        window = self._window(x, incremental_state)  # T x B x C x K'
         kk = window.size(3)
         return (window * w_channels[:, -kk:]).sum(-1)
 
-    def _band_len(self) -> int:
-        # forward + backward on 1 CPU thread, band vs conv1d: even at about 190 tokens for K = 3,
-        # 380 for K = 31 (the forward alone favours conv1d from about 100-190 tokens)
-        return 160 + 8 * self.kernel_size
+    def _fast_len(self) -> float:
+        return math.inf  # the depthwise conv2d is O(T K) at every length
+
+    def _band_is_cheaper(self, t: int) -> bool:
+        """The band matmul does T x T multiply-adds per channel and step, at BLAS speed but with two
+        transposes; the depthwise conv2d does K per row it computes (T + K - 1 rows when causal).
+        Measured on CPU at T = 30: about even for K = 31 (non-causal) and K = 15 (causal)."""
+        return t * t <= (t + abs(2 * self.padding_l - self.kernel_size + 1)) * self.kernel_size
 
     def _banded(self, x: Tensor, w: Tensor) -> Tensor:
         """One T x T band per head (the kernel is the same at every position), times all the
@@ -138,7 +208,7 @@ class ElasticLightweightConv(_ElasticConvBase):
         heads = w.size(0)
         band = _band(w.unsqueeze(1).expand(heads, t, w.size(1)), t, self.padding_l)  # H x T x T
         # channel c = i * heads + j has head j
-        xs = x.view(t, b, c // heads, heads).permute(3, 0, 1, 2).reshape(heads, t, b * (c // heads))
+        xs = x.reshape(t, b, c // heads, heads).permute(3, 0, 1, 2).reshape(heads, t, b * (c // heads))
         out = torch.bmm(band, xs)  # H x T x (B R)
         return out.view(heads, t, b, c // heads).permute(1, 2, 3, 0).reshape(t, b, c)
 
@@ -160,11 +230,11 @@ class ElasticDynamicConv(_ElasticConvBase):
         w = self.weight_linear(x, heads * k).view(t, b, heads, k)
         w = _kernel_softmax(w)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)
-        if self._use_band(t, incremental_state):
+        if self._use_fast(t, incremental_state):
             return self._banded(x, w)
         return self._unfolded(x, w, incremental_state)
 
-    def _band_len(self) -> int:
+    def _fast_len(self) -> float:
         # the windows' cost grows with K: forward + backward on 1 CPU thread, band vs windows,
         # even at about 220 tokens for K = 3, 350 for 7, 700 for 15, over 1000 for 31
         return 64 + 32 * self.kernel_size
@@ -187,7 +257,7 @@ class ElasticDynamicConv(_ElasticConvBase):
         heads = w.size(2)
         band = _band(w.permute(1, 2, 0, 3), t, self.padding_l).reshape(b * heads, t, t)
         # channel c = i * heads + j has head j
-        xs = x.view(t, b, c // heads, heads).permute(1, 3, 0, 2).reshape(b * heads, t, c // heads)
+        xs = x.reshape(t, b, c // heads, heads).permute(1, 3, 0, 2).reshape(b * heads, t, c // heads)
         out = torch.bmm(band, xs)  # B H x T x R
         return out.view(b, heads, t, c // heads).permute(2, 0, 3, 1).reshape(t, b, c)
 
