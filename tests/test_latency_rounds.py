@@ -256,3 +256,31 @@ def test_malloc_tuning():
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
     assert host.tune_allocator() == {"mmap_threshold": host.MMAP_THRESHOLD, "trim_threshold": host.TRIM_THRESHOLD}
+
+
+# --- the search's top K ---------------------------------------------------------------------------
+
+
+def test_search_measures_the_top_k_together_then_batches_of_k():
+    import random
+
+    from fairseq_nas.search import measure_until_one_meets
+    from fairseq_nas.search.scoring import Candidate
+
+    space = load_space("shrinknas_iwslt14")
+    cands = [Candidate(space.sample(random.Random(i)), score=float(-i), latency_ms=1.0, params=None) for i in range(9)]
+    real = {c.subnet.key(): ms for c, ms in zip(cands, [9, 8, 9, 7, 7, 6, 2, 1, 1])}
+    batches: list[list[int]] = []
+
+    def measure_many(batch):
+        batches.append([cands.index(c) for c in batch])
+        return [real[c.subnet.key()] for c in batch]
+
+    got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many)
+    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # the top 3 in one call, against each other
+    assert [ms for _, ms in got] == [9, 8, 9, 7, 7, 6, 2, 1, 1]
+    batches.clear()
+    assert len(measure_until_one_meets(cands[:3], cands[3:], 8.5, 9, measure_many=measure_many)) == 3
+    assert batches == [[0, 1, 2]]
+    with pytest.raises(TypeError):
+        measure_until_one_meets(cands[:3], cands[3:], 8.5, 9)

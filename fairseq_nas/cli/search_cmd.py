@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from fairseq_nas.cli.latency_cmd import add_protocol_args
 from fairseq_nas.errors import FairseqNasError
 
 
@@ -47,11 +48,7 @@ def add_parser(sub) -> None:
     m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
     m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
     m.add_argument("--share-all-embeddings", action="store_true")
-    m.add_argument("--device", default="cpu")
-    m.add_argument("--threads", type=int, default=1)
-    m.add_argument("--runs", type=int, default=300)
-    m.add_argument("--warmup", type=int, default=10)
-    m.add_argument("--src-len", type=int, default=23)
+    add_protocol_args(m)  # the top K are measured together, interleaved in rounds (default), as `latency` does
     p.set_defaults(func=run)
 
 
@@ -94,6 +91,40 @@ def _vocab(args):
     return None
 
 
+def _measure_top(args, finalists, reserve, space, vocab, max_measured: int):
+    """Measure the top K together (interleaved in rounds by default), then the next-best in batches
+    of K while none meets the limit. Returns ([(candidate, ms)], {subnet key: how it was measured})."""
+    from tqdm import tqdm
+
+    from fairseq_nas.cli.latency_cmd import prepare_host, protocol_from_args
+    from fairseq_nas.latency.host import LoadMeter, pinned
+    from fairseq_nas.latency.measure import measure_many
+    from fairseq_nas.search import measure_until_one_meets
+
+    protocol = protocol_from_args(args)
+    host = prepare_host(args, "search: measuring the top K")
+    share = args.share_all_embeddings and vocab[2]
+    details: dict = {}
+    meter = LoadMeter()
+
+    def measure_batch(cands) -> list[float]:
+        rows = measure_many(list(enumerate(c.subnet for c in cands)), space, vocab[0], vocab[1], protocol, share,
+                            meter=meter)
+        for i, c in enumerate(cands):
+            r = rows[i]
+            details[c.subnet.key()] = {
+                "latency_stat": r["latency_stat"], "latency_clock": r["latency_clock"], "protocol": r["protocol"],
+                "rounds": r["rounds"], "decoder_loop": r["decoder_loop"], "measured_with": len(cands),
+                **{k: r["total_ms"][k] for k in ("median", "trimmed_mean", "min", "iqr", "cv")},
+                "cpu_ms_median": r["cpu_ms"]["median"], "load": r["load"]}
+        return [rows[i]["latency_ms"] for i in range(len(cands))]
+
+    with pinned(host["cores"]), tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr) as bar:
+        measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured,
+                                           progress=lambda: bar.update(1), measure_many=measure_batch)
+    return measured, details
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -109,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
         Constraints,
         EvolutionConfig,
         evolution_search,
-        measure_until_one_meets,
         plot_pareto,
         random_search,
         top_k,
@@ -201,29 +231,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_measure:
         if vocab is None:
             raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
-        from fairseq_nas.latency.measure import Protocol, measure
-
-        protocol = Protocol(src_len=args.src_len, runs=args.runs, warmup=args.warmup, device=args.device,
-                            threads=args.threads)
-        protocol.check()
-
-        def measure_one(c) -> float:
-            return measure(c.subnet, feature_space, vocab[0], vocab[1], protocol,
-                           share_all_embeddings=args.share_all_embeddings and vocab[2])["latency_ms"]
-
-        with tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr) as bar:
-            measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured, measure_one,
-                                               progress=lambda: bar.update(1))
+        measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, max_measured)
         if len(measured) > len(finalists):
             print(f"none of the top {len(finalists)} met {args.latency_ms:g} ms when measured; measured the next "
-                  f"{len(measured) - len(finalists)} candidates (at most {max_measured} in all)", file=sys.stderr)
+                  f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
+                  f"{max_measured} in all)", file=sys.stderr)
         finalists = [c for c, _ in measured]
     rows = []
     for i, c in enumerate(finalists):
         m = measured[i][1] if measured else None
         meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
         rows.append({"rank": i + 1, **c.to_dict(), "predicted_latency_ms": c.latency_ms, "measured_latency_ms": m,
-                     "meets_limit": meets})
+                     "meets_limit": meets, **({"measured": details[c.subnet.key()]} if measured else {})})
     _atomic_write(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     winners = [r for r in rows if r["meets_limit"] is not False]
     if not winners:

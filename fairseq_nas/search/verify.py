@@ -2,7 +2,12 @@
 
 The top K are always measured (so the report shows how far the latency model was off). If
 none of them meets the limit, the latency model was optimistic about them: the next-best
-candidates are measured one by one until one meets the limit or `max_measured` is spent.
+candidates are measured until one meets the limit or `max_measured` is spent.
+
+With `measure_many` (candidates -> their ms, measured together, interleaved in rounds) the top
+K are measured in one call, against each other, so drift of the machine's speed hits them
+alike; the next-best then go in batches of K. With `measure` (one candidate -> ms) they are
+measured one by one.
 """
 from __future__ import annotations
 
@@ -16,24 +21,37 @@ def measure_until_one_meets(
     reserve: Sequence[Candidate],
     limit_ms: Optional[float],
     max_measured: int,
-    measure: Callable[[Candidate], float],
+    measure: Optional[Callable[[Candidate], float]] = None,
     progress: Optional[Callable[[], None]] = None,
+    *,
+    measure_many: Optional[Callable[[Sequence[Candidate]], Sequence[float]]] = None,
 ) -> list[tuple[Candidate, float]]:
     """(candidate, measured ms) for every finalist, then for reserve candidates while none meets."""
+    if (measure is None) == (measure_many is None):
+        raise TypeError("give one of measure (one candidate) or measure_many (a list, measured together)")
     measured: list[tuple[Candidate, float]] = []
 
-    def take(c: Candidate) -> float:
-        ms = float(measure(c))
-        measured.append((c, ms))
+    def take(batch: Sequence[Candidate]) -> list[float]:
+        ms = [float(measure(c)) for c in batch] if measure is not None else [float(x) for x in measure_many(batch)]
+        measured.extend(zip(batch, ms))
         if progress is not None:
-            progress()
+            for _ in batch:
+                progress()
         return ms
 
-    for c in finalists:
-        take(c)
-    if limit_ms is None or any(ms <= limit_ms for _, ms in measured):
+    def meets(ms: float) -> bool:
+        return limit_ms is not None and ms <= limit_ms
+
+    if measure_many is not None:
+        take(finalists)
+    else:
+        for c in finalists:
+            take([c])
+    if limit_ms is None or any(meets(ms) for _, ms in measured):
         return measured
-    for c in reserve[: max(0, max_measured - len(measured))]:
-        if take(c) <= limit_ms:
+    rest = list(reserve[: max(0, max_measured - len(measured))])
+    step = max(1, len(finalists)) if measure_many is not None else 1
+    for i in range(0, len(rest), step):
+        if any(meets(ms) for ms in take(rest[i:i + step])):
             break
     return measured
