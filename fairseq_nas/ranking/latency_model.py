@@ -1,30 +1,158 @@
-"""A latency model: LightGBM regression on measured latency, in log space.
+"""The latency model: a non-negative linear model in the subnet's cost features, times a
+boosted LightGBM correction.
 
-Latency spans several-fold between small and large subnets and its noise is roughly
-proportional to it, so the model fits log(ms) and predicts ms = exp(score): a relative
-error is what matters for a latency limit.
+Latency of these models is close to linear in their dimensions (per-layer costs by operator,
+FFN sizes, decoder depth, the output projection: `fairseq_nas.latency.features`). A GBDT alone
+is piecewise constant, so it cannot predict beyond the range of its training rows, exactly at
+the edges of a space where a latency limit bites; a linear model extrapolates, but misses
+what is not linear (operator kernels, cache effects). So, by default (`kind="analytic+gbdt"`):
+
+1. `base(X)`: non-negative least squares (every cost adds time) on the cost features, with
+   rows weighted by 1 / latency (a relative error is what matters for a limit);
+2. a LightGBM regressor (the GBDTRegressor settings: early stopping, refit) on
+   log(latency / base(X)), from the raw features and the cost features;
+3. predict(X) = base(X) x exp(correction(X)): beyond the training range the correction stays
+   bounded (the value at the edge) and the linear part carries the trend.
+
+Other `kind`s, for comparison (benchmarks/latency_model.py): "gbdt" (LightGBM alone on log ms,
+the previous model), "analytic" (the linear part alone), "linear_tree" (LightGBM with linear
+models in its leaves, on ms, from the raw and cost features).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import json
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from scipy.optimize import nnls
 
+from fairseq_nas.latency.features import cost_feature_names, cost_features
 from fairseq_nas.ranking.base import Ranker
 from fairseq_nas.ranking.gbdt import GBDTRegressor
 from fairseq_nas.ranking.metrics import kendall_tau
 
+KINDS = ("analytic+gbdt", "gbdt", "analytic", "linear_tree")
+_HEADER = "fairseq-nas-latency-model"
+
+
+def fit_nonnegative_linear(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """(coef >= 0, intercept >= 0) minimising sum(((A coef + intercept - y) / y)^2)."""
+    w = 1.0 / y
+    design = np.concatenate([A, np.ones((A.shape[0], 1))], axis=1)
+    scale = np.sqrt((design ** 2 * w[:, None] ** 2).sum(axis=0))
+    scale[scale == 0] = 1.0
+    sol, _ = nnls(design * w[:, None] / scale, y * w, maxiter=50 * design.shape[1])
+    sol = sol / scale
+    return sol[:-1], float(sol[-1])
+
 
 class LatencyModel(GBDTRegressor):
-    """`fit(X, ms)`, `predict(X) -> ms`; works on any numeric feature matrix."""
+    """`fit(X, ms)`, `predict(X) -> ms`. With `feature_names` from `encode` it uses the cost
+    features; with other names, the columns themselves are the linear features."""
+
+    def __init__(self, learning_rate: float = 0.1, num_leaves: int = 30, max_depth: int = 6,
+                 n_estimators: int = 1000, early_stopping_rounds: int = 5, valid_fraction: float = 0.2,
+                 min_child_samples: Optional[int] = None, fallback_rounds: int = 100, min_rounds: int = 0,
+                 seed: int = 0, num_threads: int = 1, lgb_params: Optional[dict[str, Any]] = None,
+                 refit: bool = True, kind: str = "analytic+gbdt"):
+        super().__init__(learning_rate, num_leaves, max_depth, n_estimators, early_stopping_rounds, valid_fraction,
+                         min_child_samples, fallback_rounds, min_rounds, seed, num_threads, lgb_params, refit)
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.coef_: Optional[np.ndarray] = None
+        self.intercept_ = 0.0
+
+    def fit(self, X: Any, y: Any, *, feature_names: Optional[Sequence[str]] = None,
+            init_model: Optional[Ranker] = None) -> LatencyModel:
+        names = feature_names
+        if names is None and init_model is not None and init_model.is_fitted:
+            names = init_model.feature_names_
+        self._fitting = None if names is None else [str(n) for n in names]
+        try:
+            return super().fit(X, y, feature_names=feature_names, init_model=init_model)
+        finally:
+            del self._fitting
+
+    # -- the parts ----------------------------------------------------------------------------------
+    def _names(self, n: int) -> list[str]:
+        """The column names the cost features are derived from (while fitting: the ones given)."""
+        names = self._fitting if hasattr(self, "_fitting") else getattr(self, "feature_names_", None)
+        return list(names) if names else [f"f{i}" for i in range(n)]
+
+    def _costs(self, X: np.ndarray) -> np.ndarray:
+        return cost_features(X, self._names(X.shape[1]))
+
+    def _objective_params(self, y_train: np.ndarray) -> dict[str, Any]:
+        params = super()._objective_params(y_train)
+        return {**params, "linear_tree": True} if self.kind == "linear_tree" else params
+
+    def _tree_input(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
+        return np.concatenate([X, A], axis=1)
+
+    def base(self, X: Any) -> np.ndarray:
+        """The linear part's ms (1 where the kind has none)."""
+        X = np.asarray(X, dtype=np.float64)
+        if self.coef_ is None:
+            return np.ones(X.shape[0])
+        return np.maximum(self._costs(X) @ self.coef_ + self.intercept_, 1e-9)
 
     def _fit(self, X: np.ndarray, y: np.ndarray, init_model: Optional[Ranker]) -> None:
         if np.any(y <= 0):
             raise ValueError("LatencyModel.fit: latencies must be positive")
-        super()._fit(X, np.log(y), init_model)
+        if self.kind == "gbdt":
+            self.coef_ = None
+            super()._fit(X, np.log(y), init_model)
+            return
+        A = self._costs(X)
+        if self.kind == "linear_tree":
+            self.coef_ = None
+            super()._fit(self._tree_input(X, A), y, init_model)
+            return
+        self.coef_, self.intercept_ = fit_nonnegative_linear(A, y)
+        base = np.maximum(A @ self.coef_ + self.intercept_, 1e-9)
+        rel = np.abs(base - y) / y
+        self.info_.update({"linear_features": cost_feature_names(self._names(X.shape[1])),
+                           "linear_coef": self.coef_.tolist(), "linear_intercept": self.intercept_,
+                           "linear_train_mean_abs_rel_error": float(rel.mean())})
+        if self.kind == "analytic":
+            self.booster_ = None
+            return
+        super()._fit(self._tree_input(X, A), np.log(y / base), init_model)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return np.exp(super()._predict(X))
+        if self.kind == "gbdt":
+            return np.exp(super()._predict(X))
+        A = self._costs(X)
+        if self.kind == "linear_tree":
+            return super()._predict(self._tree_input(X, A))
+        base = np.maximum(A @ self.coef_ + self.intercept_, 1e-9)
+        if self.kind == "analytic" or self.booster_ is None:
+            return base
+        return base * np.exp(super()._predict(self._tree_input(X, A)))
+
+    # -- persistence: one header line (the linear part) before LightGBM's text --------------------------
+    def _model_bytes(self) -> bytes:
+        header = {"format": _HEADER, "kind": self.kind, "intercept": self.intercept_,
+                  "coef": None if self.coef_ is None else self.coef_.tolist()}
+        trees = super()._model_bytes() if self.booster_ is not None else b""
+        return json.dumps(header).encode("utf-8") + b"\n" + trees
+
+    def _load_model(self, data: bytes) -> None:
+        first, _, rest = data.partition(b"\n")
+        if not first.startswith(b"{"):  # a model saved before the linear part existed: LightGBM alone
+            self.kind, self.coef_ = "gbdt", None
+            super()._load_model(data)
+            return
+        header = json.loads(first.decode("utf-8"))
+        if header.get("format") != _HEADER:
+            raise ValueError(f"format: expected {_HEADER!r} in the model file's first line")
+        self.kind = header["kind"]
+        self.coef_ = None if header["coef"] is None else np.asarray(header["coef"], dtype=np.float64)
+        self.intercept_ = float(header["intercept"])
+        self.booster_ = None
+        if rest.strip():
+            super()._load_model(rest)
 
 
 def latency_accuracy(measured: Any, predicted: Any) -> dict[str, float]:
