@@ -312,3 +312,22 @@ def test_space_encoders_are_reexported_lazily():
 def test_ranker_base_is_abstract():
     with pytest.raises(NotImplementedError):
         Ranker().fit(np.zeros((3, 1)), [1, 2, 3])
+
+
+def test_operator_codes_are_categorical_features_for_lightgbm():
+    """An operator code names a category, not a magnitude: the trees split on it one-vs-rest."""
+    from fairseq_nas.ranking import GBDTRegressor
+    from fairseq_nas.ranking.gbdt import categorical_columns
+
+    names = ["enc.embed_dim", "enc.operator.0", "enc.ffn_dim.0", "dec.activation.1"]
+    assert categorical_columns(names) == [1, 3]
+    rng = np.random.default_rng(0)
+    op = rng.integers(0, 5, 200).astype(float)
+    X = np.stack([rng.choice([64.0, 128.0], 200), op, rng.choice([128.0, 256.0], 200), rng.integers(0, 3, 200)], 1)
+    y = np.isin(op, [1, 3]).astype(float) + 0.01 * rng.standard_normal(200)  # not monotone in the code
+    model = GBDTRegressor(seed=0).fit(X, y, feature_names=names)
+    infos = model.booster_.dump_model()["feature_infos"]  # LightGBM names the columns Column_i
+    assert infos["Column_1"]["values"] and infos["Column_3"]["values"]  # held as categories
+    assert not infos["Column_0"]["values"]  # numeric
+    pred = model.predict(X)
+    assert np.corrcoef(pred, y)[0, 1] > 0.95

@@ -158,9 +158,9 @@ class Ranker:
                 raise ValueError(f"init_model: was fit on {init_model.n_features_in_} features, "
                                  f"X has {Xa.shape[1]}")
         self.info_: dict[str, Any] = {"n_rows": int(Xa.shape[0])}
+        self.feature_names_ = list(feature_names)  # before _fit: it may read which columns are categorical
         self._fit(Xa, ya, init_model)
         self.n_features_in_ = int(Xa.shape[1])
-        self.feature_names_ = list(feature_names)
         return self
 
     def predict(self, X: Any) -> np.ndarray:

@@ -34,6 +34,14 @@ from scipy.special import expit
 
 from fairseq_nas.ranking.base import Ranker
 from fairseq_nas.ranking.metrics import RELEVANCE_LEVELS, kendall_tau, relevance
+from fairseq_nas.space.schema import CATEGORICAL
+
+
+def categorical_columns(feature_names: list[str]) -> list[int]:
+    """Columns of `space.encode`'s categorical genes (operator, activation, norm: codes, not
+    magnitudes), recognised by their names (`enc.operator.3`)."""
+    return [i for i, name in enumerate(feature_names)
+            if len(name.split(".")) == 3 and name.split(".")[1] in CATEGORICAL]
 
 __all__ = [
     "PairwiseRanker",
@@ -179,7 +187,8 @@ class _LightGBMRanker(Ranker):
 
     def _dataset(self, X: np.ndarray, y: np.ndarray, y_ref: np.ndarray, params: dict[str, Any],
                  reference: Optional[lgb.Dataset] = None) -> lgb.Dataset:
-        return lgb.Dataset(X, label=y, params=params, reference=reference, free_raw_data=False)
+        return lgb.Dataset(X, label=y, params=params, reference=reference, free_raw_data=False,
+                           categorical_feature=self._categorical())
 
     def _feval(self, y_train: np.ndarray) -> Any:
         """A LightGBM ``feval`` for the hold-out, or None for a built-in metric."""
@@ -209,7 +218,16 @@ class _LightGBMRanker(Ranker):
             "num_threads": self.num_threads,
             "verbosity": -1,
         }
+        cats = categorical_columns(getattr(self, "feature_names_", None) or [])
+        if cats:
+            # one-vs-rest splits on operator/activation/norm codes (at most 5 values each): LightGBM's
+            # many-vs-many categorical splits need min_data_per_group (100) rows per category
+            params.update(max_cat_to_onehot=8, min_data_per_group=mcs, cat_smooth=1.0)
         return params
+
+    def _categorical(self) -> Any:
+        """For lgb.Dataset: the categorical columns, or LightGBM's default."""
+        return categorical_columns(getattr(self, "feature_names_", None) or []) or "auto"
 
     def _fit(self, X: np.ndarray, y: np.ndarray, init_model: Optional[Ranker]) -> None:
         init_booster = None
@@ -429,7 +447,7 @@ class LambdaRanker(_LightGBMRanker):
             X, rel = X[perm], rel[perm]
             groups = [len(c) for c in np.array_split(perm, -(-y.size // MAX_QUERY_ROWS))]
         return lgb.Dataset(X, label=rel, group=groups, params=params, reference=reference,
-                           free_raw_data=False)
+                           free_raw_data=False, categorical_feature=self._categorical())
 
 
 class GBDTRegressor(_LightGBMRanker):
