@@ -66,9 +66,12 @@ class SubnetEvaluator:
         fairseq_nas.register()
         from fairseq import checkpoint_utils
 
+        from fairseq_nas.models.export import load_supernet_checkpoint
+
         data = Path(data)
         if not data.is_dir():
             raise FairseqNasError(f"{data}: no such data-bin directory (fairseq-preprocess output)")
+        load_supernet_checkpoint(checkpoint)  # a one-line error for a file that is not a supernet checkpoint
         try:
             models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
                 [str(checkpoint)], arg_overrides={"data": str(data)})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -79,18 +81,40 @@ class _SizedDictionary:
         return hash((self._size, self._pad))
 
 
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """torch.load(weights_only=True) of a fairseq checkpoint, or a one-line error that says what
+    the file is (never torch's advice to turn the weights_only check off)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FairseqNasError(f"{p}: no such checkpoint file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise FairseqNasError(f"{p}: holds a {found.group(1)} object, which is not among the fairseq types "
+                                  "fairseq-nas loads (checkpoints are pickles, so they are only read with "
+                                  "torch.load(weights_only=True))") from None
+        raise FairseqNasError(f"{p}: not a fairseq checkpoint (not a readable torch file)") from None
+    except Exception as e:  # a text file, a truncated or foreign zip, ...
+        raise FairseqNasError(f"{p}: not a fairseq checkpoint (not a readable torch file: "
+                              f"{type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "cfg" not in state:
+        raise FairseqNasError(f"{p}: not a fairseq checkpoint (a torch file without fairseq's 'model' and 'cfg')")
+    return state
+
+
 def load_supernet_checkpoint(path: str | Path) -> dict:
     """A supernet checkpoint (loaded with weights_only=True), or a one-line error."""
     p = Path(path)
     if not p.is_file():
         raise FairseqNasError(f"{p}: no such checkpoint file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or unsafe content
-        raise FairseqNasError(f"{p}: not a loadable fairseq checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+    state = read_checkpoint(p)
     model_cfg = (state.get("cfg") or {}).get("model") if isinstance(state, dict) else None
-    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "") if isinstance(model_cfg, dict) else None
+    if isinstance(model_cfg, dict):
+        name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
+    else:  # a legacy fairseq model (e.g. transformer) stores an argparse.Namespace
+        name = str(getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None) or "")
     if not isinstance(model_cfg, dict) or not _space_yaml(state) or not name.startswith("supernet"):
         raise FairseqNasError(f"{p}: cfg.model: not a fairseq-nas supernet checkpoint (arch {name!r}); expected "
                               "one written by fairseq-train --arch supernet or supernet_*")
