@@ -77,8 +77,9 @@ def add_protocol_args(p, runs: int = 300, warmup: int = 10) -> None:
     p.add_argument("--protocol", choices=("rounds", "block"), default="rounds",
                    help="rounds: subnets measured together, interleaved in rounds with a shuffled order per round; "
                         "block: one subnet after the other, all its runs in one block (HAT's) (default rounds)")
-    p.add_argument("--rounds", type=int, default=30,
-                   help="rounds protocol: rounds per subnet; --runs are split evenly over them (default 30)")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="rounds protocol: rounds per subnet (at most --runs); --runs are split evenly over them, and "
+                        "each round adds --round-warmup untimed runs (default 10)")
     p.add_argument("--round-warmup", type=int, default=1,
                    help="rounds protocol: untimed runs of a subnet at the start of each of its rounds (caches "
                         "warm after the other subnets ran) (default 1)")

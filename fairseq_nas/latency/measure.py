@@ -61,7 +61,7 @@ class Protocol:
     dtype: str = "float32"
     seed: int = 1  # the random source tokens, and the rounds' order
     protocol: str = "rounds"
-    rounds: int = 30
+    rounds: int = 10
     round_warmup: int = 1
     decoder_loop: str = "generator"
     statistic: str = "median"
