@@ -1,44 +1,155 @@
-"""Noise of the latency protocol, and what weight slicing costs at inference.
+"""Noise of latency measurement: the block protocol (HAT's: one subnet after the other) against
+the rounds protocol (subnets interleaved in rounds, shuffled per round), in the same run.
 
-    python benchmarks/latency_noise.py [--n 30] [--runs 300] [--warmup 10] [--threads 1]
-        [--device cpu] [--vocab 10000] [--compare 5] [--seed 0] [--json OUT.json]
+    python benchmarks/latency_noise.py [--n 30] [--runs 24] [--rounds 8] [--load busy quiet]
+        [--vocab 10000] [--decoder-loop generator] [--cores auto] [--winner-k 5] [--json OUT.json]
 
-1. Noise: `--n` subnets of the shrinknas_iwslt14 space (real dims; a vocabulary of ~10k like
-   IWSLT'14's joined BPE) measured with the protocol of `fairseq_nas.latency.measure` in two
-   passes (pass 2 starts after pass 1 has measured every subnet; each pass builds each model
-   afresh, as two runs of `fairseq-nas latency` would). Prints Kendall's tau between the passes'
-   latencies (target >= 0.9) and the median coefficient of variation of a subnet's two trimmed
-   means (target <= 3%).
-2. Slicing: for the first `--compare` subnets, the exported standalone model (`export_model`,
-   weights copied from the supernet) against the supernet running the same subnet (its weights
-   sliced on every call), timed with the same protocol in the same run, alternating which goes
-   first. Prints the ratio supernet / exported per subnet and the median ratios (encoder,
-   decoder, total).
+For each load condition (`busy`: a second CPU-bound process, a Python busy loop this script
+starts and stops; `quiet`: nothing added, whatever else runs on the machine), `--n` subnets of
+the shrinknas_iwslt14 space (real dims; vocabulary ~10k like IWSLT'14's joined BPE) are
+measured in two passes with each protocol, the protocols alternating (pass 1 block, pass 1
+rounds, pass 2 rounds, pass 2 block), every model built afresh per pass. Printed per protocol
+and statistic (median, trimmed mean, min; of wall and of CPU time): the median and max
+coefficient of variation of a subnet's two figures, and Kendall's tau between the passes.
+Targets (issue 12), under load: median CV <= 3%, tau >= 0.95; quiet: median CV <= 2%.
 
-On a shared or small machine expect noise: the medians and the within-run ratios are what to read.
+Winner check (`--winner-k K`): K subnets of similar latency measured together, as a search
+measures its top K (interleaved with the rounds protocol; one after the other with block); the
+fastest re-measured on its own with the same protocol. Target: within 5% of the figure the
+"search" used. Also prints the load seen: /proc/loadavg and the cores other processes kept busy
+during each pass (from /proc/stat).
+
+Slicing (`--compare N`, default 0): for the first N subnets, the exported standalone model
+against the supernet running the same subnet (weights sliced on every call), block protocol,
+alternating which goes first; prints the ratio supernet / exported.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPACE = "shrinknas_iwslt14"
+STATS = ("median", "trimmed_mean", "min")
 
 
-def _compare(space, subnets, vocab: int, protocol, trim: float) -> list[dict]:
+@contextlib.contextmanager
+def busy_process(enabled: bool) -> Iterator[Optional[int]]:
+    """A second CPU-bound process (a Python busy loop) for the block; stopped after, by its pid."""
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let the scheduler see it
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def one_pass(subnets, space, vocab: int, protocol, meter) -> list[dict]:
+    from fairseq_nas.latency.measure import measure_many
+
+    rows = measure_many(list(enumerate(subnets)), space, vocab, vocab, protocol, meter=meter)
+    return [rows[i] for i in range(len(subnets))]
+
+
+def figure(row: dict, stat: str, clock: str) -> float:
+    part = row["total_ms"] if clock == "wall" else row["cpu_ms"]
+    return part["trimmed_mean" if stat == "trimmed_mean" else stat]
+
+
+def busy_seen(rows: list[dict]) -> float:
+    vals = [r["load"]["busy_by_others_mean"] for r in rows if r.get("load")]
+    return statistics.fmean(vals) if vals else float("nan")
+
+
+def condition(name: str, args, space, subnets, protocols: dict, meter) -> dict:
+    from fairseq_nas.latency.stats import noise_report
+
+    order = [("block", 0), ("rounds", 0), ("rounds", 1), ("block", 1)]
+    rows: dict = {p: [None, None] for p in protocols}
+    seen: dict = {}
+    t0 = time.perf_counter()
+    with busy_process(name == "busy") as pid:
+        print(f"\n== {name}: {'a busy loop (pid %d) running beside' % pid if pid else 'no extra process'}; "
+              f"loadavg {loadavg()}", flush=True)
+        for proto, k in order:
+            t = time.perf_counter()
+            rows[proto][k] = one_pass(subnets, space, args.vocab, protocols[proto], meter)
+            seen[f"{proto}-{k}"] = busy_seen(rows[proto][k])
+            print(f"  pass {k + 1} {proto:6s}: {time.perf_counter() - t:5.0f} s, median "
+                  f"{statistics.median(r['latency_ms'] for r in rows[proto][k]):.2f} ms, other processes kept "
+                  f"{seen[f'{proto}-{k}']:.2f} cores busy; loadavg {loadavg()}", flush=True)
+        winner = winner_check(args, space, rows["rounds"][0], protocols, meter) if args.winner_k > 1 else None
+    result: dict = {"condition": name, "seconds": time.perf_counter() - t0, "busy_by_others": seen, "table": [],
+                    "winner": winner}
+    print(f"  {'protocol':<8} {'figure':<18} {'median CV':>10} {'max CV':>8} {'tau':>7}")
+    for proto in protocols:
+        for clock in ("wall", "cpu"):
+            for stat in STATS:
+                rep = noise_report([[figure(r, stat, clock) for r in rows[proto][k]] for k in (0, 1)])
+                result["table"].append({"protocol": proto, "stat": stat, "clock": clock,
+                                        "median_cv": rep["median_cv"], "max_cv": rep["max_cv"],
+                                        "kendall_tau": rep["kendall_tau"]["0-1"]})
+                print(f"  {proto:<8} {stat + ' ' + clock:<18} {100 * rep['median_cv']:>9.2f}% "
+                      f"{100 * rep['max_cv']:>7.2f}% {rep['kendall_tau']['0-1']:>7.3f}")
+    within = {p: statistics.median(r["total_ms"]["cv"] for r in rows[p][0]) for p in protocols}
+    print("  runs' own spread (CV of a subnet's runs, median): "
+          + ", ".join(f"{p} {100 * v:.1f}%" for p, v in within.items()))
+    result["rows"] = rows
+    return result
+
+
+def winner_check(args, space, rows: list[dict], protocols: dict, meter) -> dict:
+    """K subnets of similar latency measured together; the fastest re-measured alone."""
+    from fairseq_nas.space import Subnet
+
+    ordered = sorted(rows, key=lambda r: r["latency_ms"])
+    mid = len(ordered) // 2
+    top = [Subnet.from_dict(r["subnet"]) for r in ordered[max(0, mid - args.winner_k // 2):][:args.winner_k]]
+    out = {}
+    for proto, protocol in protocols.items():
+        together = one_pass(top, space, args.vocab, protocol, meter)
+        best = min(range(len(top)), key=lambda i: together[i]["latency_ms"])
+        alone = one_pass([top[best]], space, args.vocab, protocol, meter)[0]
+        ratio = alone["latency_ms"] / together[best]["latency_ms"]
+        out[proto] = {"together_ms": together[best]["latency_ms"], "alone_ms": alone["latency_ms"], "ratio": ratio,
+                      "top_ms": [r["latency_ms"] for r in together]}
+        listed = ", ".join(f"{r['latency_ms']:.1f}" for r in together)
+        print(f"  winner check {proto:6s}: top {len(top)} together {listed} ms; the fastest alone "
+              f"{alone['latency_ms']:.2f} ms vs {together[best]['latency_ms']:.2f} ms together "
+              f"({100 * (ratio - 1):+.1f}%; target within 5%)", flush=True)
+    return out
+
+
+def compare_slicing(space, subnets, vocab: int, protocol) -> list[dict]:
+    """Supernet (weights sliced per call) vs the exported standalone model, same protocol, same run."""
+    from types import SimpleNamespace
+
     import fairseq_nas
 
     fairseq_nas.register()
     from fairseq_nas.latency.measure import time_model
-    from fairseq_nas.latency.stats import trimmed_mean
+    from fairseq_nas.latency.stats import statistic
     from fairseq_nas.models.config import SupernetConfig
     from fairseq_nas.models.export import _SizedDictionary, export_model
     from fairseq_nas.models.supernet import SupernetModel
@@ -49,34 +160,36 @@ def _compare(space, subnets, vocab: int, protocol, trim: float) -> list[dict]:
     results = []
     for i, subnet in enumerate(subnets):
         supernet.set_subnet(subnet)
-        exported = export_model(supernet, subnet).eval()
-        models = {"exported": exported, "supernet": supernet}
-        order = ["exported", "supernet"] if i % 2 == 0 else ["supernet", "exported"]
-        stats = {}
-        for kind in order:
-            times = time_model(models[kind], protocol)
-            totals = [e + t for e, t in zip(times["encoder"], times["decoder"])]
-            stats[kind] = {part: trimmed_mean(v, trim) for part, v in
-                           (("encoder", times["encoder"]), ("decoder", times["decoder"]), ("total", totals))}
+        models = {"exported": export_model(supernet, subnet).eval(), "supernet": supernet}
+        ms = {}
+        for kind in (["exported", "supernet"] if i % 2 == 0 else ["supernet", "exported"]):
+            t = time_model(models[kind], protocol)
+            ms[kind] = statistic([e + x for e, x in zip(t["encoder"], t["decoder"])], protocol.statistic)
         supernet.cpu()
-        ratio = {part: stats["supernet"][part] / stats["exported"][part] for part in ("encoder", "decoder", "total")}
-        results.append({"subnet": subnet.to_dict(), **stats, "ratio": ratio})
-        print(f"  subnet {i}: exported {stats['exported']['total']:8.2f} ms, supernet "
-              f"{stats['supernet']['total']:8.2f} ms, ratio {ratio['total']:.3f} (encoder {ratio['encoder']:.3f}, "
-              f"decoder {ratio['decoder']:.3f})", flush=True)
+        results.append({"subnet": subnet.to_dict(), **ms, "ratio": ms["supernet"] / ms["exported"]})
+        print(f"  subnet {i}: exported {ms['exported']:8.2f} ms, supernet {ms['supernet']:8.2f} ms, ratio "
+              f"{ms['supernet'] / ms['exported']:.3f}", flush=True)
     return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=30, help="subnets (default 30)")
-    ap.add_argument("--runs", type=int, default=300, help="timed runs per measurement (default 300)")
-    ap.add_argument("--warmup", type=int, default=10, help="warm-up runs (default 10)")
+    ap.add_argument("--runs", type=int, default=24, help="timed runs per subnet and pass (default 24)")
+    ap.add_argument("--rounds", type=int, default=8, help="rounds protocol: rounds (default 8)")
+    ap.add_argument("--round-warmup", type=int, default=1, help="untimed runs per subnet and round (default 1)")
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--vocab", type=int, default=10000, help="vocabulary size (default 10000)")
     ap.add_argument("--src-len", type=int, default=23, help="source = target tokens (default 23)")
-    ap.add_argument("--compare", type=int, default=5, help="subnets for supernet vs exported (default 5; 0: skip)")
+    ap.add_argument("--decoder-loop", default="generator", choices=("generator", "bare"),
+                    help="decoder loop (default generator)")
+    ap.add_argument("--load", nargs="+", default=["busy", "quiet"], choices=("busy", "quiet"),
+                    help="conditions, in this order (default: busy quiet)")
+    ap.add_argument("--cores", default=None, help="pin to these cores, or auto (default: no pinning)")
+    ap.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's malloc defaults")
+    ap.add_argument("--winner-k", type=int, default=5, help="winner check: K (default 5; 0: skip)")
+    ap.add_argument("--compare", type=int, default=0, help="slicing: supernet vs exported for N subnets (default 0)")
     ap.add_argument("--seed", type=int, default=0, help="subnet sampling seed (default 0)")
     ap.add_argument("--json", metavar="OUT", help="also write all figures as JSON")
     args = ap.parse_args()
@@ -84,62 +197,52 @@ def main() -> None:
 
     import torch
 
-    from fairseq_nas.latency.measure import Protocol, device_name, measure
-    from fairseq_nas.latency.stats import noise_report
+    from fairseq_nas.latency.host import LoadMeter, parse_cores, pinned, sample_load, tune_allocator
+    from fairseq_nas.latency.measure import Protocol, device_name
     from fairseq_nas.latency.store import sample_subnets
     from fairseq_nas.space import load_space
 
     space = load_space(SPACE)
     subnets = sample_subnets(space, args.n, args.seed)
-    protocol = Protocol(src_len=args.src_len, warmup=args.warmup, runs=args.runs, device=args.device,
-                        threads=args.threads)
-    protocol.check()
-    print(f"{SPACE}: {len(subnets)} subnets, vocab {args.vocab}, {device_name(args.device)} ({args.device}, "
-          f"{args.threads} thread(s)), torch {torch.__version__}; protocol: src/tgt {args.src_len} tokens, beam "
-          f"{protocol.beam}, {args.warmup} warm-up + {args.runs} timed runs, 10% trimmed", flush=True)
-
-    start = time.perf_counter()
-    passes: list[list[float]] = []
-    rows: list[list[dict]] = []
-    for p in range(2):
-        rows.append([])
-        for i, subnet in enumerate(subnets):
-            row = measure(subnet, space, args.vocab, args.vocab, protocol)
-            rows[p].append(row)
-            print(f"  pass {p + 1} subnet {i:2d}: {row['latency_ms']:8.2f} ms (encoder "
-                  f"{row['encoder_ms']['mean']:.2f}, decoder {row['decoder_ms']['mean']:.2f}, std of runs "
-                  f"{row['total_ms']['std']:.2f}), {row['params'] / 1e6:.1f}M params, "
-                  f"{row['flops'] / 1e9:.2f} GFLOPs", flush=True)
-        passes.append([r["latency_ms"] for r in rows[p]])
-    noise = noise_report(passes)
-    noise_s = time.perf_counter() - start
-
-    print(f"\nnoise ({noise_s:.0f} s): median latency pass 1 {statistics.median(passes[0]):.2f} ms, pass 2 "
-          f"{statistics.median(passes[1]):.2f} ms; range {min(passes[0]):.2f}-{max(passes[0]):.2f} ms")
-    print(f"Kendall tau between passes: {noise['kendall_tau']['0-1']:.3f} (target >= 0.9)")
-    print(f"coefficient of variation of a subnet's trimmed means: median {100 * noise['median_cv']:.2f}% "
-          f"(target <= 3%), max {100 * noise['max_cv']:.2f}%")
-    for stat in ("median", "min"):  # the same two passes summarised by other statistics, for comparison
-        alt = noise_report([[r["total_ms"][stat] for r in rows[p]] for p in range(2)])
-        print(f"  (for comparison, the {stat} of the runs instead: Kendall tau {alt['kendall_tau']['0-1']:.3f}, "
-              f"median CV {100 * alt['median_cv']:.2f}%)")
-    within = [r["total_ms"]["std"] / r["total_ms"]["mean"] for r in rows[0]]
-    print(f"within-run spread (std / mean of the trimmed runs), median over subnets: "
-          f"{100 * statistics.median(within):.2f}%", flush=True)
-
+    common = dict(src_len=args.src_len, warmup=args.warmup, runs=args.runs, threads=args.threads,
+                  decoder_loop=args.decoder_loop, round_warmup=args.round_warmup)
+    protocols = {"block": Protocol(protocol="block", **common),
+                 "rounds": Protocol(protocol="rounds", rounds=args.rounds, **common)}
+    malloc = None if args.no_tune_malloc else tune_allocator()
+    cores = parse_cores(args.cores)
+    if cores == []:
+        cores = sample_load(args.threads).least_busy(args.threads)
+    print(f"{SPACE}: {len(subnets)} subnets, vocab {args.vocab}, {device_name('cpu')} ({os.cpu_count()} cores, "
+          f"{args.threads} thread(s)), torch {torch.__version__}; src/tgt {args.src_len} tokens, beam 5, "
+          f"{args.decoder_loop} decoder loop, {args.warmup} warm-up + {args.runs} timed runs per subnet and pass "
+          f"(rounds: {protocols['rounds'].n_rounds} rounds, {args.round_warmup} untimed run per round); cores "
+          f"{cores or 'not pinned'}; malloc {'tuned' if malloc else 'default'}; loadavg {loadavg()}", flush=True)
+    results = []
+    meter = LoadMeter()
+    with pinned(cores):
+        for name in args.load:
+            results.append(condition(name, args, space, subnets, protocols, meter))
+    print("\ntargets (issue 12): under load median CV <= 3% and tau >= 0.95; quiet median CV <= 2%; winner "
+          "alone within 5%")
+    for res in results:
+        for proto in protocols:
+            r = next(t for t in res["table"] if t["protocol"] == proto and t["stat"] == protocols[proto].statistic
+                     and t["clock"] == "wall")
+            cv_target = 0.03 if res["condition"] == "busy" else 0.02
+            ok = r["median_cv"] <= cv_target and (res["condition"] != "busy" or r["kendall_tau"] >= 0.95)
+            win = res["winner"][proto]["ratio"] if res["winner"] else float("nan")
+            print(f"  {res['condition']:5s} {proto:6s} (latency_ms = median wall): median CV "
+                  f"{100 * r['median_cv']:.2f}%, tau {r['kendall_tau']:.3f}, winner alone {100 * (win - 1):+.1f}% "
+                  f"-> {'met' if ok and abs(win - 1) <= 0.05 else 'NOT met'}")
     compare = []
     if args.compare > 0:
         print(f"\nsupernet (weights sliced) vs exported standalone model, {min(args.compare, len(subnets))} subnets:")
-        compare = _compare(space, subnets[:args.compare], args.vocab, protocol, protocol.trim)
-        med = {part: statistics.median(c["ratio"][part] for c in compare) for part in ("encoder", "decoder", "total")}
-        print(f"median ratio supernet / exported: total {med['total']:.3f}, encoder {med['encoder']:.3f}, "
-              f"decoder {med['decoder']:.3f}")
-        print(f"median latency: exported {statistics.median(c['exported']['total'] for c in compare):.2f} ms, "
-              f"supernet {statistics.median(c['supernet']['total'] for c in compare):.2f} ms")
-
+        with pinned(cores):
+            compare = compare_slicing(space, subnets[:args.compare], args.vocab, protocols["block"])
+        print(f"median ratio supernet / exported: {statistics.median(c['ratio'] for c in compare):.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "noise": noise, "rows": rows,
-                                               "compare": compare}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results, "compare": compare},
+                                              indent=1) + "\n")
 
 
 if __name__ == "__main__":
