@@ -147,6 +147,11 @@ def finetune(args: argparse.Namespace, method: str, name: str, subnet) -> float:
     return float(found[-1])
 
 
+def is_random(name: str) -> bool:
+    """Random subnets are fine-tuned; the largest and smallest get their inherited loss only."""
+    return name not in ("largest", "smallest")
+
+
 def kendall_tau(a: list[float], b: list[float]) -> float:
     from scipy.stats import kendalltau
 
@@ -212,9 +217,9 @@ def main() -> None:
             if all((m, n) in done for n, _ in subnets):
                 continue
             inherited = inherited_losses(args, m, subnets)
-            todo = [(n, s) for n, s in subnets if (m, n) not in done and n.startswith("s")]
+            todo = [(n, s) for n, s in subnets if (m, n) not in done and is_random(n)]
             for n, _ in subnets:
-                if (m, n) not in done and not n.startswith("s"):  # largest/smallest: inherited loss only
+                if (m, n) not in done and not is_random(n):  # largest/smallest: inherited loss only
                     out.write(json.dumps({"method": m, "subnet_name": n, "inherited_nll": inherited[n]}) + "\n")
             with ThreadPoolExecutor(args.jobs) as pool:
                 for (n, s), tuned in zip(todo, pool.map(lambda ns, m=m: finetune(args, m, *ns), todo)):
@@ -229,7 +234,7 @@ def main() -> None:
           f"{'largest':>9}{'smallest':>9}")
     for m in methods:
         mine = {r["subnet_name"]: r for r in rows if r["method"] == m}
-        tuned = [r for n, r in mine.items() if n.startswith("s")]
+        tuned = [r for n, r in mine.items() if is_random(n)]
         inh, ft = [r["inherited_nll"] for r in tuned], [r["finetuned_nll"] for r in tuned]
         picked = min(tuned, key=lambda r: r["inherited_nll"])
         s = {"passes": infos[m]["passes"], "updates": infos[m]["updates"], "train_seconds": infos[m]["train_seconds"],
