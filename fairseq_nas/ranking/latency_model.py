@@ -8,11 +8,14 @@ the edges of a space where a latency limit bites; a linear model extrapolates, b
 what is not linear (operator kernels, cache effects). So, by default (`kind="analytic+gbdt"`):
 
 1. `base(X)`: non-negative least squares (every cost adds time) on the cost features, with
-   rows weighted by 1 / latency (a relative error is what matters for a limit);
+   rows weighted by 1 / latency (a relative error is what matters for a limit); the features
+   are chosen by forward selection on a 5-fold cross-validated error (`select_features`), so
+   a few dozen rows fit a few features and hundreds fit more;
 2. a LightGBM regressor (the GBDTRegressor settings: early stopping, refit) on
    log(latency / base(X)), from the raw features and the cost features;
 3. predict(X) = base(X) x exp(correction(X)): beyond the training range the correction stays
-   bounded (the value at the edge) and the linear part carries the trend.
+   bounded (the value at the edge) and the linear part carries the trend. Below 25 rows (no
+   hold-out of 5 for early stopping) there is no correction.
 
 Other `kind`s, for comparison (benchmarks/latency_model.py): "gbdt" (LightGBM alone on log ms,
 the previous model), "analytic" (the linear part alone), "linear_tree" (LightGBM with linear
@@ -28,7 +31,7 @@ from scipy.optimize import nnls
 
 from fairseq_nas.latency.features import cost_feature_names, cost_features
 from fairseq_nas.ranking.base import Ranker
-from fairseq_nas.ranking.gbdt import GBDTRegressor
+from fairseq_nas.ranking.gbdt import MIN_VALID_ROWS, GBDTRegressor
 from fairseq_nas.ranking.metrics import kendall_tau
 
 KINDS = ("analytic+gbdt", "gbdt", "analytic", "linear_tree")
@@ -44,6 +47,42 @@ def fit_nonnegative_linear(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, fl
     sol, _ = nnls(design * w[:, None] / scale, y * w, maxiter=50 * design.shape[1])
     sol = sol / scale
     return sol[:-1], float(sol[-1])
+
+
+def _cv_error(A: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> float:
+    """Mean relative error of fit_nonnegative_linear over the folds (each held out in turn)."""
+    err = np.empty(y.size)
+    for f in folds:
+        train = np.ones(y.size, dtype=bool)
+        train[f] = False
+        coef, b = fit_nonnegative_linear(A[train], y[train])
+        err[f] = np.abs(A[f] @ coef + b - y[f]) / y[f]
+    return float(err.mean())
+
+
+def select_features(A: np.ndarray, y: np.ndarray, folds: int = 5, min_gain: float = 0.001,
+                    seed: int = 0) -> list[int]:
+    """Columns of A chosen greedily (forward selection), each the one that most lowers the k-fold
+    mean relative error of the non-negative fit, while it lowers it by at least `min_gain`.
+
+    With few rows (tens) the full set of cost features is underdetermined: many fits match the
+    training rows exactly and extrapolate differently (a depth cost explained as width costs).
+    Selection keeps the few features the rows can tell apart; with hundreds it keeps more."""
+    order = np.random.default_rng(seed).permutation(y.size)
+    parts = [p for p in np.array_split(order, min(folds, y.size)) if p.size]
+    chosen: list[int] = []
+    best = _cv_error(A[:, chosen], y, parts)
+    candidates = [j for j in range(A.shape[1]) if np.ptp(A[:, j]) > 0]
+    while True:
+        trials = [(_cv_error(A[:, chosen + [j]], y, parts), j) for j in candidates if j not in chosen]
+        if not trials:
+            break
+        err, j = min(trials)
+        if err > best - min_gain:
+            break
+        chosen.append(j)
+        best = err
+    return chosen
 
 
 class LatencyModel(GBDTRegressor):
@@ -109,16 +148,24 @@ class LatencyModel(GBDTRegressor):
             self.coef_ = None
             super()._fit(self._tree_input(X, A), y, init_model)
             return
-        self.coef_, self.intercept_ = fit_nonnegative_linear(A, y)
+        chosen = select_features(A, y, seed=self.seed)
+        coef, self.intercept_ = fit_nonnegative_linear(A[:, chosen], y)
+        self.coef_ = np.zeros(A.shape[1])
+        self.coef_[chosen] = coef
         base = np.maximum(A @ self.coef_ + self.intercept_, 1e-9)
         rel = np.abs(base - y) / y
-        self.info_.update({"linear_features": cost_feature_names(self._names(X.shape[1])),
-                           "linear_coef": self.coef_.tolist(), "linear_intercept": self.intercept_,
+        all_names = cost_feature_names(self._names(X.shape[1]))
+        self.info_.update({"linear_features": {all_names[j]: float(self.coef_[j]) for j in chosen},
+                           "linear_intercept": self.intercept_,
                            "linear_train_mean_abs_rel_error": float(rel.mean())})
-        if self.kind == "analytic":
+        n_valid = int(round(self.valid_fraction * y.size)) if self.early_stopping_rounds else 0
+        if self.kind == "analytic" or min(n_valid, y.size - n_valid) < MIN_VALID_ROWS:
+            # a correction that cannot be checked on held-out rows would only fit their noise
             self.booster_ = None
+            self.info_["correction"] = "none" if self.kind == "analytic" else "none (too few rows to hold out)"
             return
         super()._fit(self._tree_input(X, A), np.log(y / base), init_model)
+        self.info_["correction"] = "gbdt"
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if self.kind == "gbdt":
