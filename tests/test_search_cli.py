@@ -34,7 +34,7 @@ def predictors(trained_supernet, demo_data, tmp_path_factory):
     vocab = data_bin_vocab(demo_data)
     subnets = [space.sample(random.Random(i)) for i in range(24)]
     torch.manual_seed(0)
-    ms = [measure(s, space, vocab.src, vocab.tgt, Protocol(runs=3, warmup=1))["latency_ms"] for s in subnets]
+    ms = [measure(s, space, vocab.src, vocab.tgt, Protocol(runs=3, warmup=1, rounds=1))["latency_ms"] for s in subnets]
     X = encode_many(subnets, space)
     LatencyModel(min_child_samples=3).fit(X, ms).save(work / "latency")
     quality = np.array([s.encoder.embed_dim + s.decoder.embed_dim + 10 * s.decoder.depth for s in subnets])
