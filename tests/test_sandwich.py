@@ -90,6 +90,10 @@ def test_distillation_term_is_the_kl_to_the_largest_and_zero_for_the_largest_its
     _, _, log = sandwich_train_step(model, [("largest", largest), ("random", largest)], sample, model, crit,
                                     _Backward(), distill=1.0)
     assert abs(log["loss_kl"]) < 1e-4  # a student equal to the teacher has nothing to learn from it
+    with torch.no_grad():  # the largest trains on exactly the criterion's label-smoothed loss
+        model.set_subnet(largest)
+        expected, _, _ = crit(model, sample)
+    assert log["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     small = model.space.smallest()
     model.zero_grad(set_to_none=True)
     _, _, log = sandwich_train_step(model, [("largest", largest), ("smallest", small)], sample, model, crit,

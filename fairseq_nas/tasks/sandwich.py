@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from torch import Tensor
 
 from fairseq_nas.errors import FairseqNasError
@@ -28,7 +29,7 @@ def sandwich_subnets(sampler, space, update_num: int, n_random: int) -> list[tup
 
 
 def check_criterion(criterion) -> None:
-    for name in ("compute_loss", "get_lprobs_and_target"):
+    for name in ("eps", "get_lprobs_and_target"):
         if not hasattr(criterion, name):
             raise FairseqNasError(f"--sampler sandwich needs a label-smoothed criterion "
                                   f"(--criterion label_smoothed_cross_entropy), got {type(criterion).__name__}")
@@ -57,8 +58,10 @@ def sandwich_train_step(supernet, roles: list[tuple[str, Subnet]], sample, model
         supernet.set_subnet(subnet)
         with torch.autograd.profiler.record_function("forward"):
             net_output = model(**sample["net_input"])
-            ce, nll = criterion.compute_loss(model, net_output, sample, reduce=True)
+            # one log-softmax per pass: criterion.compute_loss would compute it a second time
             lprobs, target = criterion.get_lprobs_and_target(model, net_output, sample)
+            ce, nll = label_smoothed_nll_loss(lprobs, target, criterion.eps, ignore_index=criterion.padding_idx,
+                                              reduce=True)
             if teacher is None:
                 loss = ce
                 teacher = lprobs.detach().float()
