@@ -9,6 +9,18 @@ import pytest
 from helpers import REPO, env
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread in this process: on a shared 2-core machine two spinning threads can be
+    20x slower. Modules that time or count compute use it with `pytestmark`."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A tiny generated corpus in fairseq's binary format (DIR/data-bin)."""

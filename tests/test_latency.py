@@ -47,13 +47,7 @@ decoder:
 FAST = ["--runs", "3", "--warmup", "1", "--src-len", "6", "--beam", "2", "--vocab-size", "40"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread in this process (the CLI sets --threads itself and restores it)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture

@@ -11,13 +11,7 @@ from fairseq_nas.latency.store import sample_subnets
 from fairseq_nas.latency.timing import SubnetTimer, beam_decode
 from fairseq_nas.space import load_space
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _model(space, seed: int, vocab: int = 60):
