@@ -118,3 +118,13 @@ def test_sandwich_refuses_a_criterion_it_cannot_distil_with():
     crit.distillation_weight = 0.5  # supernet_distillation's own (eval-mode) teacher
     with pytest.raises(FairseqNasError, match="--sandwich-distill"):
         check_criterion(crit)
+
+
+def test_fairseq_train_refuses_a_distillation_criterion_with_the_sandwich_before_training(demo_data, tmp_path):
+    proc = fairseq_train(demo_data, tmp_path / "ck", TINY_SHRINKNAS + [
+        "--sampler", "sandwich", "--criterion", "supernet_distillation", "--distillation-weight", "0.5",
+        "--max-update", "2", "--no-save"], check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("fairseq-nas: error:")]
+    assert len(errors) == 1 and "--sandwich-distill" in errors[0]
+    assert "Traceback" not in proc.stderr and "train_inner" not in proc.stdout + proc.stderr

@@ -142,6 +142,13 @@ class SupernetTranslationTask(TranslationTask):
                 raise FairseqNasError(f"--sandwich-distill must be in [0, 1], got {self.cfg.sandwich_distill}")
         return model
 
+    def build_criterion(self, cfg, from_checkpoint: bool = False):
+        """A criterion the sandwich rule cannot use is refused before any data is loaded."""
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        if self.sandwich:
+            check_criterion(criterion)
+        return criterion
+
     def _restore_sampler(self) -> None:
         pending = getattr(self.model, "sampler_state", None)
         if pending is not None and self.sampler is not None:
@@ -158,7 +165,6 @@ class SupernetTranslationTask(TranslationTask):
             self.single_path.release()
             self._guarded_update = update_num
         if self.sandwich:
-            check_criterion(criterion)
             roles = sandwich_subnets(self.sampler, self.sampler.space, update_num, self.cfg.sandwich_random)
             if self.cfg.subnet_log and update_num != self._logged_update:
                 for role, subnet in roles:
