@@ -17,9 +17,9 @@ from fairseq_nas.search import (
     evolution_search,
     plot_pareto,
     random_search,
-    soft_pareto_front,
     top_k,
 )
+from fairseq_nas.search.pareto import pareto_front
 from fairseq_nas.space import encode_many, feature_names, parse_space
 
 SMALL_SPACE = """
@@ -116,16 +116,47 @@ def test_infeasible_limit_is_an_error_naming_the_fastest_latency(space):
                       Constraints(max_params=5), EvolutionConfig(population=10), seed=0)
 
 
-def test_soft_pareto_front_and_plot(space, tmp_path):
+def _distinct_subnets(space, n):
+    subs = list({s.key(): s for s in (space.sample(random.Random(i)) for i in range(20 * n))}.values())
+    assert len(subs) >= n
+    return subs[:n]
+
+
+def _dominated(c, cands):
+    return any(d.latency_ms <= c.latency_ms and d.score >= c.score
+               and (d.latency_ms < c.latency_ms or d.score > c.score) for d in cands)
+
+
+def test_pareto_front_is_exactly_the_non_dominated_points(space):
+    """A hand-made set: dominated points at equal latency, at equal score, and just after a
+    better one (the old soft front kept all of these), plus two identical points (both kept)."""
+    pts = [(1, 1), (2, 3), (2, 2), (3, 2), (4, 5), (5, 4), (5, 5), (6, 6), (6, 6), (7, 0), (0.5, float("nan"))]
+    cands = [Candidate(s, float(sc), float(lat), None) for s, (lat, sc) in zip(_distinct_subnets(space, len(pts)),
+                                                                               pts)]
+    cands.append(Candidate(space.smallest(), 9.0, None, None))  # no latency: not plotted, not on the front
+    front = pareto_front(cands)
+    assert [(c.latency_ms, c.score) for c in front] == [(1, 1), (2, 3), (4, 5), (6, 6), (6, 6)]
+    assert {c.subnet.key() for c in front} == {cands[i].subnet.key() for i in (0, 1, 4, 7, 8)}
+    again = pareto_front(list(reversed(cands)))  # the input order does not matter
+    assert [(c.latency_ms, c.score) for c in again] == [(c.latency_ms, c.score) for c in front]
+    assert pareto_front([]) == []
+
+
+def test_pareto_front_of_a_search_is_monotone_and_non_dominated(space, tmp_path):
     _, score, latency = _synthetic(space)
     scorer = CandidateScorer(space, score, latency)
     scorer.evaluate([space.sample(random.Random(i)) for i in range(300)])
     cands = scorer.all_candidates()
-    front = soft_pareto_front(cands, window=6)
-    assert 6 <= len(front) < len(cands)
-    # the best-scored candidate among the fastest ones is always on the front
-    fastest = sorted(cands, key=lambda c: c.latency_ms)[:6]
-    assert all(c in front for c in fastest)
+    front = pareto_front(cands)
+    keys = {c.subnet.key() for c in front}
+    assert 1 < len(front) < len(cands) / 4
+    for c in cands:  # on the front iff no other candidate dominates it
+        assert (c.subnet.key() in keys) == (not _dominated(c, cands))
+    lat, sc = [c.latency_ms for c in front], [c.score for c in front]
+    assert lat == sorted(lat) and sc == sorted(sc)  # a monotone staircase
+    assert all(a < b for a, b in zip(sc, sc[1:]))  # no identical points here: strictly better each step
+    assert front[-1].score == max(c.score for c in cands)
+    assert front[0].latency_ms == min(c.latency_ms for c in cands)
     out = plot_pareto(cands, tmp_path / "pareto.png", limit_ms=20.0, measured=[(front[0], 12.0)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert feature_names(space)
