@@ -11,6 +11,18 @@ from pathlib import Path
 from fairseq_nas.cli.latency_cmd import add_protocol_args
 from fairseq_nas.errors import FairseqNasError
 
+EXIT_INFEASIBLE = 3  # = fairseq_nas.search.evolution.EXIT_INFEASIBLE (not imported here: keeps --help fast)
+
+EPILOG = f"""\
+exit status:
+  0    done: best.json is the best-scored measured candidate that meets the limit
+  2    a usage or input error, or none of the measured candidates meets the limit
+       (the error names the fastest measured; see OUT/topk.jsonl)
+  {EXIT_INFEASIBLE}    infeasible limit: no subnet of the space meets --latency-ms (or --max-params)
+       by the latency model, not even its smallest; the one-line error names the
+       limit and the fastest predicted latency reached ("no subnet meets the limit")
+  130  interrupted (search.jsonl is kept: --resume continues)"""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -18,7 +30,8 @@ def add_parser(sub) -> None:
         description="Evolutionary (HAT) or random (RankNAS) search. Candidates are scored by a ranker "
                     "(fairseq-nas rank), must meet the predicted latency (latency model) and parameter limits; "
                     "the final top K are measured on this device and the winner is the best-scored one whose "
-                    "measured latency meets the limit.")
+                    "measured latency meets the limit.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, help="space to search (a shipped name or YAML; e.g. a pruned space)")
     p.add_argument("--ranker", required=True, help="ranker directory (fairseq-nas rank --out DIR, or DIR/ranker)")
     p.add_argument("--latency-model", help="latency model directory (fairseq-nas rank latency.jsonl "
@@ -144,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         random_search,
         top_k,
     )
+    from fairseq_nas.search.evolution import InfeasibleLimitError
     from fairseq_nas.space import Subnet, feature_names, load_space
 
     max_measured = 3 * args.top_k if args.max_measured is None else args.max_measured
@@ -216,8 +230,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = search(space, scorer, cons, cfg, seed=args.seed, log=log, resume_from=resume_row,
                             progress=lambda g: bar.update(1))
-        except FairseqNasError:
+        except FairseqNasError as e:
             bar.leave = False  # the error is the last line, not a stale progress bar
+            bar.close()
+            if isinstance(e, InfeasibleLimitError):  # its own exit status; the line as main() prints errors
+                print(f"fairseq-nas: error: {' '.join(str(e).split())}", file=sys.stderr)
+                return EXIT_INFEASIBLE
             raise
         finally:
             bar.close()

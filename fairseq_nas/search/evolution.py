@@ -20,6 +20,16 @@ from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints
 from fairseq_nas.space import Subnet
 
 
+class InfeasibleLimitError(FairseqNasError):
+    """No subnet of the space meets the latency/parameter limits (not even its smallest).
+    `fairseq-nas search` exits with EXIT_INFEASIBLE for it, so a script can tell it apart."""
+
+    exit_code = 3
+
+
+EXIT_INFEASIBLE = InfeasibleLimitError.exit_code
+
+
 @dataclass
 class EvolutionConfig:
     population: int = 125
@@ -86,7 +96,7 @@ def _feasible_samples(make: Callable[[], Subnet], n: int, scorer: CandidateScore
     return list(found.values())[:n], tried
 
 
-def _infeasible_error(tried: Sequence[Candidate], cons: Constraints, space) -> FairseqNasError:
+def _infeasible_error(tried: Sequence[Candidate], cons: Constraints, space) -> InfeasibleLimitError:
     parts = []
     if cons.latency_ms is not None:
         fastest = min((c.latency_ms for c in tried if c.latency_ms is not None), default=None)
@@ -96,7 +106,7 @@ def _infeasible_error(tried: Sequence[Candidate], cons: Constraints, space) -> F
         smallest = min((c.params for c in tried if c.params is not None), default=None)
         parts.append(f"--max-params {cons.max_params}: the smallest subnet seen has {smallest} parameters")
     msg = "; ".join(p for p in parts if p) or "no feasible subnet"
-    return FairseqNasError(f"{msg} ({len(tried)} subnets of space {space.name} tried, including its smallest)")
+    return InfeasibleLimitError(f"{msg} ({len(tried)} subnets of space {space.name} tried, including its smallest)")
 
 
 def initial_population(space, scorer: CandidateScorer, cons: Constraints, n: int, rng: random.Random,
