@@ -53,13 +53,13 @@ def _search(work, capsys, *extra, limit="4.5", out="out", ranker="ranker", space
 
 
 def test_infeasible_limit_exits_3_with_one_line_naming_limit_and_fastest(work, capsys):
-    rc, _, err = _search(work, capsys, limit="0.01", out="infeasible")
+    rc, _, err = _search(work, capsys, "--no-progress", limit="0.01", out="infeasible")
     assert rc == 3
     lines = err.strip().splitlines()
-    assert err.count('fairseq-nas: error:') == 1, err
-    assert lines[-1].startswith("fairseq-nas: error: --latency-ms 0.01: no subnet meets the limit; the fastest "
+    assert len(lines) == 1, err  # --no-progress: the error is all there is
+    assert lines[0].startswith("fairseq-nas: error: --latency-ms 0.01: no subnet meets the limit; the fastest "
                                "predicted latency seen was ")  # scripts/demo.sh greps "no subnet meets the limit"
-    fastest = float(lines[-1].split("seen was ")[1].split(" ms")[0])
+    fastest = float(lines[0].split("seen was ")[1].split(" ms")[0])
     assert fastest > 0.01
     # a limit just above the fastest reachable is met
     rc, out, _ = _search(work, capsys, limit=f"{fastest * 1.01:.4f}", out="infeasible")
@@ -72,3 +72,11 @@ def test_help_documents_the_exit_status(capsys):
         main(["search", "--help"])
     help_text = capsys.readouterr().out
     assert "exit status:" in help_text and "\n  3    infeasible limit" in help_text
+
+
+def test_no_progress_leaves_stderr_without_bars(work, capsys):
+    rc, out, err = _search(work, capsys, out="progress")
+    assert rc == 0 and "evolution" in err  # the bar, by default
+    rc, out, err = _search(work, capsys, "--no-progress", out="progress")
+    assert rc == 0 and "best:" in out
+    assert "evolution" not in err and "\r" not in err, err

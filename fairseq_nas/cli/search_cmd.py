@@ -44,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search from OUT/search.jsonl")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (search and measurement)")
     g = p.add_argument_group("evolution (HAT's defaults)")
     g.add_argument("--population", type=int, default=125)
     g.add_argument("--parents", type=int, default=25)
@@ -132,7 +133,8 @@ def _measure_top(args, finalists, reserve, space, vocab, max_measured: int):
                 "cpu_ms_median": r["cpu_ms"]["median"], "load": r["load"]}
         return [rows[i]["latency_ms"] for i in range(len(cands))]
 
-    with pinned(host["cores"]), tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr) as bar:
+    with pinned(host["cores"]), tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr,
+                                       disable=args.no_progress) as bar:
         measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured,
                                            progress=lambda: bar.update(1), measure_many=measure_batch)
     return measured, details
@@ -218,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = CandidateScorer(feature_space, ranker.predict, latency_fn, params_fn)
     total = args.generations + 1 if args.strategy == "evolution" else None
     bar = tqdm(total=total, desc=f"{args.strategy}", unit="gen", file=sys.stderr,
-               initial=(resume_row["generation"] + 1) if resume_row else 0)
+               initial=(resume_row["generation"] + 1) if resume_row else 0, disable=args.no_progress)
 
     with open(log_path, "a") as log_f:
         def log(row):
