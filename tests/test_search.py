@@ -105,6 +105,29 @@ def test_resume_continues_exactly(space):
     assert resumed.best.subnet == full.best.subnet
 
 
+def test_resuming_a_finished_search_scores_nothing_new(space):
+    """From the last row of a finished search: no generation/round more, nothing bred or sampled
+    (which would add candidates the uninterrupted search never saw to top K and pareto.png)."""
+    _, score, latency = _synthetic(space)
+    cons = Constraints(latency_ms=40.0)
+    full = evolution_search(space, CandidateScorer(space, score, latency), cons, SMALL_EVO, seed=3)
+    scorer = CandidateScorer(space, score, latency)
+    again = evolution_search(space, scorer, cons, SMALL_EVO, seed=3, resume_from=full.history[-1])
+    assert again.history == [] and again.best.subnet == full.best.subnet
+    assert scorer.n_evaluated <= len(full.history[-1]["population"]) + 1  # the last population and the best
+    longer = evolution_search(space, CandidateScorer(space, score, latency), cons,
+                              EvolutionConfig(**{**SMALL_EVO.__dict__, "generations": SMALL_EVO.generations + 2}),
+                              seed=3, resume_from=full.history[-1])  # more generations: it goes on
+    assert [r["generation"] for r in longer.history] == [SMALL_EVO.generations + 1, SMALL_EVO.generations + 2]
+
+    cfg = EvolutionConfig(population=10, patience=2)
+    done = random_search(space, CandidateScorer(space, score, latency), cons, cfg, seed=1)
+    assert done.history[-1]["stale"] == 2
+    scorer = CandidateScorer(space, score, latency)
+    again = random_search(space, scorer, cons, cfg, seed=1, resume_from=done.history[-1])
+    assert again.history == [] and again.best.subnet == done.best.subnet and scorer.n_evaluated == 1
+
+
 def test_infeasible_limit_is_an_error_naming_the_fastest_latency(space):
     _, score, latency = _synthetic(space)
     scorer = CandidateScorer(space, score, latency)

@@ -3,6 +3,7 @@ of a tiny space, the search run through main() with --no-measure. Exit status of
 limit, --no-progress, and what --resume accepts, drops and refuses."""
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -17,7 +18,7 @@ name: tiny
 encoder: {layers: [2], embed_dim: [16, 32], ffn_dim: [32, 64], heads: [2, 4]}
 decoder: {layers: [1, 2], embed_dim: [16, 32], ffn_dim: [32, 64], heads: [2, 4], enc_attn_layers: [1, 2]}
 """
-SMALL = ["--population", "12", "--parents", "4", "--mutations", "4", "--crossovers", "4", "--generations", "3",
+SMALL = ["--population", "12", "--parents", "4", "--mutations", "4", "--crossovers", "4",
          "--top-k", "2", "--no-measure", "--seed", "2"]
 
 
@@ -38,13 +39,15 @@ def work(tmp_path_factory):
     (work / "ranker2").mkdir()
     for f in (work / "ranker").iterdir():  # the same ranker elsewhere: a different --ranker
         (work / "ranker2" / f.name).write_bytes(f.read_bytes())
+    (work / "pruned.yaml").write_text(SPACE.replace("embed_dim: [16, 32], ffn_dim: [32, 64], heads: [2, 4]}",
+                                                    "embed_dim: [32], ffn_dim: [32, 64], heads: [2, 4]}", 1))
     return work
 
 
-def _search(work, capsys, *extra, limit="4.5", out="out", ranker="ranker", space="space.yaml"):
+def _search(work, capsys, *extra, limit="4.5", out="out", ranker="ranker", space="space.yaml", generations="3"):
     capsys.readouterr()
     args = ["search", "--space", str(work / space), "--ranker", str(work / ranker), "--latency-model",
-            str(work / "latency"), "--out", str(work / out), *SMALL, *extra]
+            str(work / "latency"), "--out", str(work / out), *SMALL, "--generations", generations, *extra]
     if limit is not None:
         args += ["--latency-ms", limit]
     rc = main(args)
@@ -80,3 +83,83 @@ def test_no_progress_leaves_stderr_without_bars(work, capsys):
     rc, out, err = _search(work, capsys, "--no-progress", out="progress")
     assert rc == 0 and "best:" in out
     assert "evolution" not in err and "\r" not in err, err
+
+
+def _rows(text):  # "evaluated" counts the subnets scored by the current process only
+    return [{k: v for k, v in json.loads(line).items() if k != "evaluated"} for line in text.splitlines()]
+
+
+def test_a_last_line_cut_by_a_kill_is_dropped_with_a_warning(work, capsys):
+    rc, _, _ = _search(work, capsys, "--no-progress", out="cut")
+    log = work / "cut" / "search.jsonl"
+    first = log.read_text()
+    lines = first.splitlines(keepends=True)
+    assert len(lines) == 4 and all(json.loads(line)["settings"]["latency_ms"] == 4.5 for line in lines)
+    log.write_text("".join(lines[:2]) + lines[2][:40])  # killed mid-write of generation 2
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", out="cut")
+    assert rc == 0
+    assert err.strip().splitlines() == [f"fairseq-nas: warning: {log}: dropped line 3, cut short (killed "
+                                        "mid-write); resuming after generation 1"]
+    assert _rows(log.read_text()) == _rows(first)  # as if never killed
+
+    log.write_text(lines[0][:25])  # cut in its first row: nothing to resume from
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", out="cut")
+    assert rc == 0 and "no complete row before it: starting over" in err
+    assert len(log.read_text().splitlines()) == 4
+
+    broken = "".join(lines[:1]) + "{not json\n" + "".join(lines[1:])  # not a kill's doing: refused, kept
+    log.write_text(broken)
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", out="cut")
+    assert rc == 2 and log.read_text() == broken
+    assert err.strip().splitlines() == [f"fairseq-nas: error: {log}: line 2 is not a search row, and 3 rows follow it "
+                                        "(a kill cuts only the last line): repair or delete the file, or run "
+                                        "without --resume (starts over)"]
+
+
+@pytest.mark.parametrize("change, flag", [
+    ({"limit": "5"}, "--latency-ms 4.5, this run has 5:"),
+    ({"ranker": "ranker2"}, "--ranker "),
+    ({"space": "pruned.yaml"}, "--space tiny@"),
+    ({"extra": ("--strategy", "random")}, "--strategy evolution, this run has random:"),
+    ({"extra": ("--max-params", "10000000", "--vocab-size", "100")}, "--max-params (none), this run has 10000000:"),
+])
+def test_a_resume_with_other_settings_is_refused_naming_the_field(work, capsys, change, flag):
+    rc, _, _ = _search(work, capsys, "--no-progress", out="settings", generations="2")
+    assert rc == 0
+    log = work / "settings" / "search.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]))  # killed after generation 1
+    before = {p.name: p.read_bytes() for p in (work / "settings").iterdir()}
+    extra = change.pop("extra", ())
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", *extra, out="settings", **change)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"fairseq-nas: error: --resume: {log} was searched with {flag}"), line
+    assert line.endswith("or run without --resume (starts over)")
+    assert {p.name: p.read_bytes() for p in (work / "settings").iterdir()} == before  # nothing touched
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", out="settings", generations="2")
+    assert rc == 0 and err == ""  # the same settings: it resumes
+
+
+def test_a_log_of_an_older_version_resumes_with_a_warning(work, capsys):
+    rc, _, _ = _search(work, capsys, "--no-progress", out="old")
+    log = work / "old" / "search.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "settings"}) + "\n" for r in rows[:2]))
+    rc, _, err = _search(work, capsys, "--no-progress", "--resume", out="old", limit="5")
+    assert rc == 0 and "no settings recorded (written by an older version)" in err
+
+
+def test_a_new_search_removes_the_outputs_of_an_earlier_one(work, capsys):
+    out = work / "stale"
+    rc, _, _ = _search(work, capsys, "--no-progress", out="stale")
+    assert rc == 0 and all((out / n).is_file() for n in ("best.json", "topk.jsonl", "pareto.png", "search.jsonl"))
+    (out / "other.txt").write_text("not the search's")
+    rc, _, _ = _search(work, capsys, "--no-progress", out="stale", limit="0.01")  # fails: nothing may look done
+    assert rc == 3
+    assert sorted(p.name for p in out.iterdir()) == ["other.txt", "search.jsonl"]
+    assert (out / "search.jsonl").read_text() == ""
+    rc, _, _ = _search(work, capsys, "--no-progress", out="stale")
+    best = (out / "best.json").read_text()
+    rc, _, _ = _search(work, capsys, "--no-progress", "--resume", out="stale")  # finished: resumes to the same
+    assert rc == 0 and (out / "best.json").read_text() == best

@@ -43,7 +43,12 @@ def add_parser(sub) -> None:
     p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search from OUT/search.jsonl")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search from OUT/search.jsonl (a last line cut short by a kill is "
+                        "dropped, with a warning); refused if " + ", ".join(list(SETTING_FLAGS.values())[:-1]) + " or "
+                        + list(SETTING_FLAGS.values())[-1] + " differ "
+                        "from the stored search's. Without --resume a search starts over: the search.jsonl, "
+                        "best.json, topk.jsonl and pareto.png of an earlier one in OUT are removed first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (search and measurement)")
     g = p.add_argument_group("evolution (HAT's defaults)")
     g.add_argument("--population", type=int, default=125)
@@ -64,6 +69,77 @@ def add_parser(sub) -> None:
     m.add_argument("--share-all-embeddings", action="store_true")
     add_protocol_args(m)  # the top K are measured together, interleaved in rounds (default), as `latency` does
     p.set_defaults(func=run)
+
+
+OUTPUTS = ("best.json", "topk.jsonl", "pareto.png")
+# the settings recorded in every row of search.jsonl; a --resume with other values is refused
+SETTING_FLAGS = {"space": "--space", "feature_space": "--feature-space", "ranker": "--ranker",
+                 "latency_model": "--latency-model", "latency_ms": "--latency-ms", "max_params": "--max-params",
+                 "strategy": "--strategy"}
+
+
+def _space_id(space) -> str:
+    """The space's name and a hash of its choices (not of its file's path or description)."""
+    import hashlib
+
+    from fairseq_nas.space.loader import space_to_dict
+
+    d = space_to_dict(space)
+    d.pop("description", None)
+    digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{space.name}@{digest}"
+
+
+def _settings(args, space, feature_space, ranker_dir: Path, latency_dir: Path | None) -> dict:
+    return {"space": _space_id(space), "feature_space": _space_id(feature_space),
+            "ranker": str(ranker_dir.resolve()),
+            "latency_model": None if latency_dir is None else str(latency_dir.resolve()),
+            "latency_ms": args.latency_ms, "max_params": args.max_params, "strategy": args.strategy}
+
+
+def _show(value) -> str:
+    if value is None:
+        return "(none)"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_settings(log_path: Path, stored, now: dict) -> None:
+    """Refuse a resume whose settings differ from those search.jsonl was written with."""
+    if not isinstance(stored, dict):
+        print(f"fairseq-nas: warning: {log_path}: no settings recorded (written by an older version): resuming "
+              "without checking that --space, --ranker and the limits are the same", file=sys.stderr)
+        return
+    for key, flag in SETTING_FLAGS.items():
+        if key in stored and stored[key] != now[key]:
+            raise FairseqNasError(f"--resume: {log_path} was searched with {flag} {_show(stored[key])}, this run "
+                                  f"has {_show(now[key])}: pass the same {flag}, or run without --resume (starts "
+                                  f"over)")
+
+
+def _read_log(log_path: Path) -> tuple[list[str], list[dict]]:
+    """(lines, rows) of search.jsonl that are intact. A last line cut short by a kill is dropped with a
+    one-line warning; an unreadable line with rows after it is an error (not a kill's doing)."""
+    numbered = [(n, line) for n, line in enumerate(log_path.read_text(encoding="utf-8", errors="replace")
+                                                   .splitlines(), 1) if line.strip()]
+    lines = [line for _, line in numbered]
+    rows: list[dict] = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or "generation" not in row:
+            if i < len(lines) - 1:
+                raise FairseqNasError(f"{log_path}: line {n} is not a search row, and {len(lines) - i - 1} rows "
+                                      "follow it (a kill cuts only the last line): repair or delete the file, or "
+                                      "run without --resume (starts over)")
+            then = (f"resuming after generation {rows[-1]['generation']}" if rows else
+                    "no complete row before it: starting over")
+            print(f"fairseq-nas: warning: {log_path}: dropped line {n}, cut short (killed mid-write); {then}",
+                  file=sys.stderr)
+            break
+        rows.append(row)
+    return lines[:len(rows)], rows
 
 
 def _ranker_dir(path: str) -> Path:
@@ -169,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     ranker, ranker_dir = _load_predictor(args.ranker, "--ranker")
     feature_space = load_space(args.feature_space) if args.feature_space else (_recorded_space(ranker_dir) or space)
-    latency_fn = None
+    latency_fn, latency_dir = None, None
     if args.latency_ms is not None:
         if not args.latency_model:
             raise FairseqNasError("--latency-ms needs --latency-model DIR (fit with fairseq-nas rank latency.jsonl "
@@ -177,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         if args.latency_ms <= 0:
             raise FairseqNasError(f"--latency-ms: expected a positive limit, got {args.latency_ms:g}")
     if args.latency_model:
-        lat_model, _ = _load_predictor(args.latency_model, "--latency-model")
+        lat_model, latency_dir = _load_predictor(args.latency_model, "--latency-model")
         if not isinstance(lat_model, LatencyModel):
             raise FairseqNasError(f"{args.latency_model}: not a latency model (it holds a "
                                   f"{type(lat_model).__name__}); fit one with --target latency_ms")
@@ -200,19 +276,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "search.jsonl"
+    settings = _settings(args, space, feature_space, ranker_dir, latency_dir)
     resume_row = None
     if args.resume and log_path.is_file():
-        rows = []
-        for line in log_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything before it is intact
+        kept, rows = _read_log(log_path)
         if rows:
+            _check_settings(log_path, rows[-1].get("settings"), settings)
             resume_row = rows[-1]
-            _atomic_write(log_path, "".join(json.dumps(r) + "\n" for r in rows))
-    elif log_path.exists() and not args.resume:
-        log_path.unlink()
+            # without the cut line, and ending in a newline: the rows appended start on a line of their own
+            _atomic_write(log_path, "".join(line + "\n" for line in kept))
+    if resume_row is None:  # a new search: nothing an earlier one wrote into OUT survives it
+        for name in ("search.jsonl", *OUTPUTS):
+            (out / name).unlink(missing_ok=True)
 
     cons = Constraints(args.latency_ms, args.max_params)
     cfg = EvolutionConfig(args.population, args.parents, args.mutations, args.mutation_prob, args.crossovers,
@@ -224,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
 
     with open(log_path, "a") as log_f:
         def log(row):
-            log_f.write(json.dumps(row) + "\n")
+            log_f.write(json.dumps({**row, "settings": settings}) + "\n")
             log_f.flush()
             bar.set_postfix(best=f"{row['best']['score']:.4f}", evaluated=row["evaluated"])
 
@@ -266,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
     _atomic_write(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     winners = [r for r in rows if r["meets_limit"] is not False]
     if not winners:
+        (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
         plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
         fastest = min(r["measured_latency_ms"] for r in rows)
         raise FairseqNasError(f"--latency-ms {args.latency_ms:g}: none of the {len(rows)} best candidates meets the "

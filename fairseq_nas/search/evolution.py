@@ -134,7 +134,8 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
         best = scorer.evaluate([Subnet.from_dict(resume_from["best"]["subnet"], "search.jsonl")])[0]
         rng.setstate(_state_from_json(resume_from["rng_state"]))
         start = resume_from["generation"] + 1
-        population = _breed(space, scorer, cons, cfg, population, rng)
+        if start <= cfg.generations:  # a finished search (its last generation logged) breeds nothing more
+            population = _breed(space, scorer, cons, cfg, population, rng)
     for gen in range(start, cfg.generations + 1):
         # generation `cfg.generations` is the last bred population: scored, never bred from
         population = scorer.evaluate([c.subnet for c in population])
@@ -181,6 +182,8 @@ def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evolut
         best = scorer.evaluate([Subnet.from_dict(resume_from["best"]["subnet"], "search.jsonl")])[0]
         rng.setstate(_state_from_json(resume_from["rng_state"]))
         stale, start = int(resume_from.get("stale", 0)), resume_from["generation"] + 1
+        if stale >= cfg.patience:  # the search had ended: no more rounds
+            return SearchResult(best, start, scorer.n_evaluated, history)
     for rnd in range(start, cfg.max_rounds):
         if rnd == 0:
             batch = initial_population(space, scorer, cons, cfg.population, rng, cfg.max_tries)
