@@ -161,3 +161,27 @@ def test_default_fix_value_rule():
     assert default_fix_value(hat, "enc.ffn_dim") == max(hat.encoder.ffn_dim)
     with pytest.raises(ValueError, match="feature group"):
         default_fix_value(space, "ffn_dim")
+
+
+class _DepthOnly:
+    """A 'ranker' whose score is the decoder depth, read (as a GBDT can) from which per-layer slots
+    are present: it never looks at the depth column or at the operator values."""
+
+    n_features_in_ = 4  # dec.layers, dec.operator.0..2
+
+    def predict(self, X):
+        return (~np.isnan(np.asarray(X)[:, 1:])).sum(axis=1).astype(float)
+
+
+def test_depth_read_from_absent_layers_is_credited_to_the_depth_group():
+    rng = np.random.default_rng(0)
+    depth = rng.integers(1, 4, size=60)
+    ops = rng.integers(0, 5, size=(60, 3)).astype(float)
+    ops[np.arange(3)[None, :] >= depth[:, None]] = np.nan
+    X = np.column_stack([depth.astype(float), ops])
+    y = depth.astype(float)
+    groups = {"dec.layers": [0], "dec.operator": [1, 2, 3]}
+    old = permutation_importance(_DepthOnly(), X, y, groups=groups, seed=1)
+    assert old["dec.layers"] == pytest.approx(1.0) and old["dec.operator"] > 2  # the flaw: depth looks unimportant
+    new = permutation_importance(_DepthOnly(), X, y, groups=groups, seed=1, depth={"dec.layers": [1, 2, 3]})
+    assert new["dec.layers"] > 2 and new["dec.operator"] == pytest.approx(1.0)

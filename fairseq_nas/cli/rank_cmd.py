@@ -245,8 +245,12 @@ def run(args: argparse.Namespace) -> int:
             constant.append(g)
         else:
             varying[g] = cols
+    # a stack's per-layer columns carry its depth (absent layers are NaN): see permutation_importance
+    depth = {f"{p}.layers": [c for g, cols in groups.items() if g.startswith(f"{p}.")
+                             and g.split(".", 1)[1] not in ("embed_dim", "layers") for c in cols]
+             for p in ("enc", "dec")}
     importance = permutation_importance(_oriented(args.objective, model), X[imp_rows], y[imp_rows], groups=varying,
-                                        n_repeats=args.importance_repeats, seed=args.seed)
+                                        n_repeats=args.importance_repeats, seed=args.seed, depth=depth)
     all_importance = {g: importance.get(g, 1.0) for g in groups}
     where = "held-out" if te.size >= 2 else "training"
     print(f"\npermutation importance (RankNAS eq. 7, I = L_group / L_total, L = 1 - Kendall tau) over "

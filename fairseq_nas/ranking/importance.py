@@ -60,6 +60,7 @@ def permutation_importance(
     seed: int = 0,
     metric: Union[str, ErrorFn] = "kendall",
     eps: float = EPS,
+    depth: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> dict[str, float]:
     """Importance I = (L_group + eps) / (L_total + eps) of each feature group for a fitted ranker.
 
@@ -67,6 +68,14 @@ def permutation_importance(
     group per column, named by the ranker's feature names. ``metric``: ``"kendall"`` (L = 1 -
     Kendall tau, default), ``"misorder"`` (share of wrongly ordered pairs) or a callable
     ``error(y_true, scores)``. Returns a dict in the order of ``groups``.
+
+    ``depth`` maps a depth group (``"dec.layers"``) to the per-layer columns of its stack, whose
+    NaNs (absent layers) also encode the depth. Without it, permuting a per-layer group such as
+    ``dec.operator`` permutes which layers exist, so the depth's effect is credited to that group
+    and the depth group itself looks unimportant (and pruning fixes it). With it, a per-layer
+    group's values are permuted while every row keeps the layers it has, and permuting a depth
+    group moves the presence of the layer slots with it (a slot a row gains takes the donor's
+    values), so the depth's effect is credited to the depth.
     """
     Xa = check_X(X, ranker.n_features_in_)
     ya = check_y(y, Xa.shape[0])
@@ -83,12 +92,30 @@ def permutation_importance(
             raise ValueError(f"groups[{name!r}]: column index out of range 0..{Xa.shape[1] - 1}")
         losses = []
         for _ in range(max(1, int(n_repeats))):
-            Xp = Xa.copy()
             perm = rng.permutation(Xa.shape[0])
-            Xp[:, cols] = Xa[perm][:, cols]
+            Xp = _permuted(Xa, cols, perm, depth, str(name))
             losses.append(float(err(ya, ranker.predict(Xp))))
         out[str(name)] = (float(np.mean(losses)) + eps) / (base + eps)
     return out
+
+
+def _permuted(Xa: np.ndarray, cols: np.ndarray, perm: np.ndarray,
+              depth: Optional[Mapping[str, Sequence[int]]], name: str) -> np.ndarray:
+    """A copy of Xa with the group's columns permuted across rows (see `permutation_importance`)."""
+    Xp = Xa.copy()
+    src = Xa[perm]
+    Xp[:, cols] = src[:, cols]
+    if depth is None:
+        return Xp
+    if name in depth:  # the row takes the donor's depth, and with it which layer slots exist
+        lc = np.asarray(list(depth[name]), dtype=np.intp)
+        own, donor = Xa[:, lc], src[:, lc]
+        block = np.where(np.isnan(donor), np.nan, np.where(np.isnan(own), donor, own))
+        Xp[:, lc] = block
+    elif np.isnan(Xa[:, cols]).any():  # a per-layer group: new values, the row's own layers
+        own, donor = Xa[:, cols], src[:, cols]
+        Xp[:, cols] = np.where(np.isnan(own), np.nan, np.where(np.isnan(donor), own, donor))
+    return Xp
 
 
 def prune_groups(importance: Mapping[str, float], theta: float) -> list[str]:
