@@ -37,6 +37,7 @@ from fairseq_nas.latency.timing import (  # noqa: F401  (re-exported: the protoc
     NSPECIAL,
     SubnetTimer,
     beam_decode,
+    no_gc,
     torch_threads,
 )
 from fairseq_nas.space import SearchSpace, Subnet
@@ -223,10 +224,11 @@ def row_fields(subnet: Subnet, space: SearchSpace, src_vocab: int, tgt_vocab: in
     )
 
 
-def finish_row(subnet: Subnet, rounds: Sequence[dict[str, Any]], fields: dict[str, Any],
+def finish_row(subnet: Optional[Subnet], rounds: Sequence[dict[str, Any]], fields: dict[str, Any],
                protocol: Protocol) -> dict[str, Any]:
-    """A result row from a subnet's rounds (each {"encoder", "decoder", "cpu", "load"?})."""
-    row: dict[str, Any] = {"subnet": subnet.to_dict()}
+    """A result row from a subnet's rounds (each {"encoder", "decoder", "cpu", "load"?}); a model
+    that is not a subnet (`subnet` None, e.g. a trained fairseq `transformer`) gets no "subnet"."""
+    row: dict[str, Any] = {} if subnet is None else {"subnet": subnet.to_dict()}
     row.update(timing_row(_merge(rounds), protocol, rounds if protocol.protocol == "rounds" else None))
     row.update(fields)
     row["load"] = _load_summary([r.get("load") for r in rounds])
@@ -241,8 +243,14 @@ def measure_many(items: Sequence[tuple[Any, Subnet]], space: SearchSpace, src_vo
                  protocol: Protocol = Protocol(), share_all_embeddings: bool = False,
                  untie_decoder_output: bool = False, prior: Optional[dict[Any, list[dict[str, Any]]]] = None,
                  on_round: Optional[OnRound] = None, on_done: Optional[OnDone] = None,
-                 progress: Optional[Callable[[], None]] = None, meter=None) -> dict[Any, dict[str, Any]]:
+                 progress: Optional[Callable[[], None]] = None, meter=None,
+                 build_model: Optional[Callable[[Any], Any]] = None,
+                 fields_of: Optional[Callable[[Any], dict[str, Any]]] = None) -> dict[Any, dict[str, Any]]:
     """Measure (key, subnet) items under `protocol`; {key: row}.
+
+    By default each subnet's standalone model (random weights) is built; `build_model(key)` and
+    `fields_of(key)` replace how a key's model is built and what its row records besides the
+    timings (`measure_models` uses them for trained checkpoints; the subnet is then None).
 
     Rounds protocol: every model is built and warmed up, then `run_rounds` interleaves them.
     `prior[key]`: rounds done before (read back after a kill; their entries as `on_round` got
@@ -260,7 +268,8 @@ def measure_many(items: Sequence[tuple[Any, Subnet]], space: SearchSpace, src_vo
 
     def done(key: Any) -> None:
         s = subnets[key]
-        fields = row_fields(s, space, src_vocab, tgt_vocab, protocol, share_all_embeddings, untie_decoder_output)
+        fields = (fields_of(key) if fields_of is not None else
+                  row_fields(s, space, src_vocab, tgt_vocab, protocol, share_all_embeddings, untie_decoder_output))
         rows[key] = finish_row(s, list(prior.get(key, [])) + got[key], fields, protocol)
         timers.pop(key, None)  # free the model
         if on_done is not None:
@@ -293,6 +302,8 @@ def measure_many(items: Sequence[tuple[Any, Subnet]], space: SearchSpace, src_vo
         done(k)
 
     def build(key: Any) -> SubnetTimer:
+        if build_model is not None:
+            return prepare(build_model(key), protocol)
         model = build_standalone(subnets[key], space, src_vocab, tgt_vocab, share_all_embeddings,
                                  untie_decoder_output)
         return prepare(model, protocol)
@@ -303,11 +314,12 @@ def measure_many(items: Sequence[tuple[Any, Subnet]], space: SearchSpace, src_vo
             time_round(k, 0)
             done(k)
         return rows
-    for k in pending:
-        timers[k] = build(k)
-        timers[k].runs(protocol.warmup)
-    run_rounds(pending, time_round, n_rounds, protocol.seed, {k: len(prior.get(k, [])) for k in pending},
-               on_round_end=lambda r, finished: [done(k) for k in finished])
+    with no_gc():  # one collection for all warm-ups and rounds, not one per (subnet, round): see timing.no_gc
+        for k in pending:
+            timers[k] = build(k)
+            timers[k].runs(protocol.warmup)
+        run_rounds(pending, time_round, n_rounds, protocol.seed, {k: len(prior.get(k, [])) for k in pending},
+                   on_round_end=lambda r, finished: [done(k) for k in finished])
     return rows
 
 
