@@ -13,17 +13,18 @@ __version__ = "0.1.0"
 
 def register() -> None:
     """Register the plugin's fairseq models, task and criteria (idempotent)."""
+    from fairseq_nas.quiet import quiet_hydra_warnings
+
+    quiet_hydra_warnings()  # before fairseq's modules are imported below
     from fairseq_nas import (
         criterions,  # noqa: F401
         safe_globals,  # noqa: F401  (torch.load safe globals)
     )
     from fairseq_nas.errors import install_excepthook
     from fairseq_nas.models import subnet, supernet  # noqa: F401
-    from fairseq_nas.quiet import quiet_hydra_warnings
     from fairseq_nas.tasks import supernet_translation  # noqa: F401
 
     install_excepthook()  # one-line errors in fairseq-train, fairseq-generate, ...
-    quiet_hydra_warnings()
 
 
 if "fairseq" in sys.modules:

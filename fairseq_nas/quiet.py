@@ -17,3 +17,8 @@ def quiet_hydra_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"(?s)\s*'config' is validated against ConfigStore schema")
     # fairseq's own call of a deprecated torch API (torch.cuda.amp.autocast), once per run
     warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.cuda\.amp\.autocast")
+    # "Please install tensorboardX", logged at INFO when fairseq imports a speech task (in every
+    # tool that imports fairseq through this package; effective only before that import)
+    import logging
+
+    logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)

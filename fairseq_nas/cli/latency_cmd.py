@@ -35,12 +35,18 @@ def add_parser(sub) -> None:
                     "rounds, each round timing every subnet a few runs in a shuffled order, so load drift hits "
                     "all alike. Rows are appended to --out (JSON lines); an interrupted run resumes where it "
                     "stopped.")
-    p.add_argument("--space", required=True, metavar="NAME|FILE", help="the search space (builtin name or YAML)")
+    p.add_argument("--space", metavar="NAME|FILE",
+                   help="the search space (builtin name or YAML); required but with --checkpoints")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--subnets", metavar="FILE.jsonl",
                        help="subnets to measure: JSON lines of subnets, or of rows with a 'subnet' key "
                             "(e.g. from `fairseq-nas space sample` or an earlier --out)")
     which.add_argument("-n", "--num", type=int, metavar="N", help="measure N distinct subnets sampled from the space")
+    which.add_argument("--checkpoints", nargs="+", metavar="CKPT",
+                       help="measure trained fairseq checkpoints instead (any arch: a fairseq transformer, a "
+                            "fine-tuned nas_subnet), loaded as fairseq-generate loads them with --dict as their "
+                            "data-bin, all together in the same rounds; rows name the checkpoint, arch and "
+                            "params. Checkpoints already in --out are skipped")
     p.add_argument("--seed", type=int, default=0, help="sampling seed for -n (default 0)")
     vocab = p.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--dict", metavar="DIR", help="a fairseq data-bin: vocabulary sizes from DIR/dict.*.txt")
@@ -173,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
     from fairseq_nas.latency.vocab import data_bin_vocab, parse_vocab_size
     from fairseq_nas.space import load_space
 
+    if args.checkpoints:
+        return run_checkpoints(args)
+    if not args.space:
+        raise FairseqNasError("--space: required (the search space the subnets belong to), unless --checkpoints")
     shard_index, shard_count = parse_shard(args.shard)
     if args.repeat < 1:
         raise FairseqNasError(f"--repeat: expected a positive integer, got {args.repeat}")
@@ -275,6 +285,66 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     _summary(args, out, store, selected, len(todo), already, device_name(args.device), row_key, protocol)
+    return 0
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    """`--checkpoints`: trained models measured together; one row per checkpoint appended to --out."""
+    from fairseq_nas.latency.host import LoadMeter, pinned
+    from fairseq_nas.latency.store import append_line, read_repairing
+    from fairseq_nas.latency.trained import measure_checkpoints
+
+    def read_rows() -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+
+        def add(raw: bytes) -> None:
+            row = json.loads(raw)
+            if not isinstance(row, dict) or "checkpoint" not in row:
+                raise ValueError("a row with a 'checkpoint'")
+            rows[row["checkpoint"]] = row
+
+        if out.is_file():
+            read_repairing(out, add, "a checkpoint latency row")
+        return rows
+
+    if not args.dict:
+        raise FairseqNasError("--checkpoints: give --dict DIR, the data-bin the checkpoints were trained on")
+    for flag, given in (("--repeat", args.repeat != 1), ("--shard", args.shard), ("--space", args.space)):
+        if given:
+            raise FairseqNasError(f"{flag}: not used with --checkpoints")
+    protocol = protocol_from_args(args)
+    out = Path(args.out)
+    done = read_rows()
+    todo = [c for c in dict.fromkeys(args.checkpoints) if str(c) not in done]
+    if todo:
+        from fairseq_nas.models.export import read_checkpoint
+
+        for c in todo:  # a wrong file is refused in one line before anything is measured
+            read_checkpoint(c)
+        host = prepare_host(args, "latency")
+        logging.getLogger("fairseq").setLevel(logging.WARNING)
+        from tqdm import tqdm
+
+        bar = tqdm(total=protocol.n_rounds * len(todo), desc="latency", unit="round", file=sys.stderr,
+                   dynamic_ncols=True, disable=args.no_progress)
+        try:
+            with pinned(host["cores"]):
+                rows = measure_checkpoints(todo, args.dict, protocol, progress=lambda: bar.update(1),
+                                           meter=LoadMeter())
+        finally:
+            bar.close()
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        for row in rows:
+            load = dict(row.pop("load") or {})
+            load["before"] = host["load"]
+            append_line(out, {**row, "cores": host["cores"], "load": load, "time": stamp})
+    rows = read_rows()
+    print(f"latency: {len(args.checkpoints)} checkpoints -> {out} ({len(todo)} measured now, "
+          f"{len(args.checkpoints) - len(todo)} already there); {protocol.protocol} protocol, {args.threads} "
+          f"thread(s), beam {args.beam}, src {args.src_len}, tgt {protocol.target_len}")
+    for c in args.checkpoints:
+        r = rows[str(c)]
+        print(f"  {r['latency_ms']:9.3f} ms  {r['params']:>10,} params  {r['arch']:<12} {c}")
     return 0
 
 

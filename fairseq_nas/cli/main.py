@@ -58,6 +58,9 @@ def _configure_logging() -> None:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S", level=os.environ.get("LOGLEVEL", "INFO").upper(),
                         stream=sys.stderr)
+    from fairseq_nas.quiet import quiet_hydra_warnings
+
+    quiet_hydra_warnings()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
