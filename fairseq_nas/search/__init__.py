@@ -8,10 +8,10 @@ from fairseq_nas.search.evolution import (
     random_search,
     top_k,
 )
-from fairseq_nas.search.pareto import plot_pareto, soft_pareto_front
+from fairseq_nas.search.pareto import pareto_front, plot_pareto
 from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints, predict_subnets
 from fairseq_nas.search.verify import measure_until_one_meets
 
 __all__ = ["Candidate", "CandidateScorer", "Constraints", "EvolutionConfig", "SearchResult", "evolution_search",
            "measure_until_one_meets", "predict_subnets",
-           "initial_population", "plot_pareto", "random_search", "soft_pareto_front", "top_k"]
+           "initial_population", "pareto_front", "plot_pareto", "random_search", "top_k"]

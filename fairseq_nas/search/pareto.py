@@ -27,15 +27,10 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
     return front
 
 
-def soft_pareto_front(cands: Sequence[Candidate], window: int = 6) -> list[Candidate]:
-    """Deprecated name of :func:`pareto_front` (the package still exports it); `window` is ignored."""
-    return pareto_front(cands)
-
-
 def plot_pareto(cands: Sequence[Candidate], path: str | Path, limit_ms: Optional[float] = None,
-                measured: Optional[Sequence[tuple[Candidate, float]]] = None, window: int = 6) -> Path:
+                measured: Optional[Sequence[tuple[Candidate, float]]] = None) -> Path:
     """All candidates by predicted latency and score, the Pareto front as a step line, the latency
-    limit and the measured top K (PNG, written atomically). `window` is ignored (old signature)."""
+    limit and the measured top K (PNG, written atomically)."""
     import os
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
