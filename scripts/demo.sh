@@ -1,44 +1,53 @@
 #!/usr/bin/env bash
-# The whole fairseq-nas pipeline on the generated demo corpus, sized for a 2-core CPU:
-# supernet with DSS -> measured latency -> collect -> rank (+ prune) -> latency model ->
-# search under a latency limit -> export -> fine-tune -> translate and score, plus the
-# largest and smallest subnets and a fairseq `transformer` of similar size for comparison.
-# Ends with a summary table and OUT/REPORT.md (with plots).
+# The whole fairseq-nas pipeline on the generated demo corpus, sized for a 2-core CPU, and the
+# tool's claim measured (DESIGN.md section 11): fairseq `transformer` baselines of several sizes,
+# each inside the search space; one supernet (with DSS), searched once per baseline with the
+# baseline's own measured latency as the limit; then, per baseline,
+#   claim 1: the found architecture trained from scratch for SCRATCH_UPDATES beats the baseline
+#            trained from scratch for the same updates, at no more measured latency;
+#   claim 2: the found subnet fine-tuned from its inherited weights for FT_UPDATES (fewer)
+#            reaches that BLEU.
+# Ends with OUT/REPORT.md (verdict first, BLEU-vs-latency plot, table, compute of each path),
+# OUT/comparison.jsonl (one row per baseline) and a summary on stdout.
 #
 #   bash scripts/demo.sh [OUT]            (default OUT: demo-out)
 #   DEMO_SIZE=tiny bash scripts/demo.sh   a minutes-long smoke run (used by the tests)
 #   DATA_BIN=DIR bash scripts/demo.sh     your own corpus: a data-bin from prepare-parallel.sh
 #       (BPE output is decoded with its sentencepiece model; TGT_LANG, default en, is the
-#       language BLEU detokenizes). Any size variable below (SUPER_UPDATES, FT_UPDATES, ...)
-#       can be set in the environment to override the DEMO_SIZE default.
+#       language BLEU detokenizes). Any size variable below (SUPER_UPDATES, SCRATCH_UPDATES,
+#       FT_UPDATES, BASELINES, SPACE, ...) can be set in the environment to override the default.
 #
-# Every stage is skipped when its output exists, so an interrupted demo resumes.
+# Every stage is skipped when its output exists, so an interrupted demo resumes. Independent
+# trainings run two at a time (JOBS=2), one thread each; latency is measured with nothing else running.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h|--help) usage; exit 0 ;; -*) echo "demo.sh: error: unknown option $1" >&2; exit 2 ;; esac
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(mkdir -p "${1:-demo-out}" && cd "${1:-demo-out}" && pwd)"
 if [ -x "$REPO/.venv/bin/python" ]; then export PATH="$REPO/.venv/bin:$PATH"; fi
 PY="${PYTHON:-python}"
-export PYTHONWARNINGS=ignore OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-SPACE="$REPO/scripts/demo-space.yaml"
+export PYTHONWARNINGS=ignore OMP_NUM_THREADS=1
+SPACE="${SPACE:-$REPO/scripts/demo-space.yaml}"
 USER_DIR="$REPO/fairseq_nas"
 
 # defaults() sets each NAME=VALUE only where the environment has not set NAME
 defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) defaults TRAIN=6000 SUPER_UPDATES=500 DSS_EVERY=3 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=60 LAT_RUNS=20 \
-                  N_COLLECT=80 EVAL_SENTS=150 GENS=15 POP=40 PARENTS=10 MUT=15 CROSS=15 FT_UPDATES=150 TOPK=3 \
-                  DIV_SUBNETS=24 ;;
+  small) defaults TRAIN=6000 SUPER_UPDATES=600 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=50 LAT_RUNS=20 \
+                  N_COLLECT=60 EVAL_SENTS=150 GENS=12 POP=40 PARENTS=10 MUT=15 CROSS=15 SCRATCH_UPDATES=400 \
+                  FT_UPDATES=100 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 ;;
   tiny)  defaults TRAIN=800 SUPER_UPDATES=40 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
-                  N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 FT_UPDATES=6 TOPK=2 \
-                  DIV_SUBNETS=6 ;;
+                  N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 SCRATCH_UPDATES=12 FT_UPDATES=6 \
+                  TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:2,128:3:3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
+defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=5e-4 PRUNE=0
+(( FT_UPDATES < SCRATCH_UPDATES )) \
+  || { echo "demo.sh: error: FT_UPDATES=$FT_UPDATES must be fewer than SCRATCH_UPDATES=$SCRATCH_UPDATES (claim 2)" >&2; exit 2; }
 
-mkdir -p "$OUT/plots"
+mkdir -p "$OUT/plots" "$OUT/claim"
 T0=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 have() { [ -e "$1" ] && echo "    (done: $1)"; }
@@ -62,6 +71,34 @@ if [ -n "${DATA_BIN:-}" ]; then
 else
   DATA="$OUT/data/data-bin"
 fi
+LAT_COMMON=(--dict "$DATA" --runs "$LAT_RUNS" --warmup 2 --threads 1 --no-progress)
+
+# compute RUN STAGE NAME UPDATES PASSES SECONDS: one row of OUT/claim/compute.jsonl
+compute() { printf '{"stage": "%s", "name": "%s", "updates": %s, "passes": %s, "seconds": %s}\n' "$@" \
+              >> "$OUT/claim/compute.jsonl"; }
+# timed STAGE NAME UPDATES PASSES_PER_UPDATE DONE_FILE CMD...: run CMD, record its compute, touch DONE_FILE
+timed() {
+  local st="$1" name="$2" up="$3" ppu="$4" done_file="$5" t; shift 5
+  [ -e "$done_file" ] && return 0
+  t=$(date +%s)
+  "$@" || return 1
+  compute "$st" "$name" "$up" $(( up * ppu )) $(( $(date +%s) - t ))
+  touch "$done_file"
+}
+# parallel FUNCTION ARG...: FUNCTION ARG for every ARG, JOBS at a time; fails if any failed
+parallel() {
+  local fn="$1" a i=0 rc=0 st f; shift
+  st="$(mktemp -d)"
+  for a in "$@"; do
+    while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n 2>/dev/null || true; done
+    ( if "$fn" "$a"; then echo 0; else echo 1; fi > "$st/$i" ) &
+    i=$((i + 1))
+  done
+  wait
+  for f in "$st"/*; do [ "$(cat "$f")" = 0 ] || rc=1; done
+  rm -rf "$st"
+  return $rc
+}
 
 if [ -n "${DATA_BIN:-}" ]; then
   stage "1. data: $DATA ($(wc -l < "$DATA/dict.$TGT_LANG.txt") target types)"
@@ -69,25 +106,44 @@ else
   stage "1. data: generated corpus ($TRAIN training pairs)"
   bash "$REPO/data-prep/prepare-demo.sh" "$OUT/data" --train "$TRAIN" --valid 300 --test 300 | tail -3
 fi
+"$PY" -m fairseq_nas.report.claim baselines --space "$SPACE" --specs "$BASELINES" --out "$OUT/claim" \
+  > "$OUT/claim/baselines.txt"
+mapfile -t NAMES < "$OUT/claim/baselines.txt"
+echo "    baselines (fairseq transformer, each inside the space): ${NAMES[*]}"
 
-stage "2. supernet with Dynamic Space Shrinking ($SUPER_UPDATES updates)"
-if ! have "$OUT/supernet/done"; then
-  mkdir -p "$OUT/supernet"
-  fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --task supernet_translation --arch supernet --search-space "$SPACE" \
-      --sampler dss --dss-every-epochs "$DSS_EVERY" --dss-times "$DSS_TIMES" --dss-iterations "$DSS_ITERS" \
-      --dss-population "$DSS_POP" --dss-valid-tokens 4096 --dss-divergence-subnets "$DIV_SUBNETS" \
-      --dss-divergence-tokens 1024 \
-      --max-update "$SUPER_UPDATES" --save-dir "$OUT/supernet" 2>&1 | tee -a "$OUT/supernet/train.log" \
-      | grep -E '"(train|valid)"|DSS|dss' | cut -c1-200 || true
-  [ -f "$OUT/supernet/checkpoint_last.pt" ] || { echo "demo.sh: error: supernet training failed; see $OUT/supernet/train.log" >&2; exit 1; }
-  touch "$OUT/supernet/done"
-fi
+case "$SAMPLER" in
+  dss) SAMPLER_ARGS=(--sampler dss --dss-every-epochs "$DSS_EVERY" --dss-times "$DSS_TIMES" --dss-iterations "$DSS_ITERS"
+                     --dss-population "$DSS_POP" --dss-valid-tokens 4096 --dss-divergence-subnets "$DIV_SUBNETS"
+                     --dss-divergence-tokens 1024); PASSES=1 ;;
+  uniform) SAMPLER_ARGS=(--sampler uniform); PASSES=1 ;;
+  sandwich) SAMPLER_ARGS=(--sampler sandwich --sandwich-random 1); PASSES=3 ;;
+  *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;;
+esac
+supernet_job() {
+  timed supernet "$SAMPLER" "$SUPER_UPDATES" "$PASSES" "$OUT/supernet/done" \
+    fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --task supernet_translation --arch supernet --search-space "$SPACE" \
+      --share-all-embeddings "${SAMPLER_ARGS[@]}" --max-update "$SUPER_UPDATES" --save-dir "$OUT/supernet" > "$OUT/supernet/train.log" 2>&1 \
+    || { echo "demo.sh: error: supernet training failed; see $OUT/supernet/train.log" >&2; return 1; }
+}
+baseline_job() {
+  local run="$OUT/claim/$1" args
+  mapfile -t args < "$run/baseline.args"
+  timed "baseline training" "$1" "$SCRATCH_UPDATES" 1 "$run/baseline/done" \
+    fairseq-train "$DATA" "${TRAIN_COMMON[@]}" "${args[@]}" --max-update "$SCRATCH_UPDATES" \
+      --save-dir "$run/baseline" > "$run/baseline.log" 2>&1 \
+    || { echo "demo.sh: error: training baseline $1 failed; see $run/baseline.log" >&2; return 1; }
+}
+first_job() { if [ "$1" = supernet ]; then supernet_job; else for n in "${NAMES[@]}"; do baseline_job "$n"; done; fi; }
+
+stage "2. supernet ($SAMPLER, $SUPER_UPDATES updates) and the baselines from scratch ($SCRATCH_UPDATES updates each), side by side"
+mkdir -p "$OUT/supernet"
+parallel first_job supernet baselines
+grep -E '"valid"' "$OUT/supernet/train.log" | tail -1 | cut -c1-160 || true
 SUPERNET="$OUT/supernet/checkpoint_last.pt"
-fairseq-nas report dss "$OUT/supernet" --log "$OUT/supernet/train.log" --out "$OUT/plots" > /dev/null || true
+[ "$SAMPLER" = dss ] && { fairseq-nas report dss "$OUT/supernet" --log "$OUT/supernet/train.log" --out "$OUT/plots" > /dev/null || true; }
 
 stage "3. measured latency of $N_LAT subnets on this CPU"
-fairseq-nas latency --space "$SPACE" -n "$N_LAT" --seed 1 --dict "$DATA" --runs "$LAT_RUNS" --warmup 2 \
-    --threads 1 --out "$OUT/latency.jsonl" | tail -2
+fairseq-nas latency --space "$SPACE" -n "$N_LAT" --seed 1 "${LAT_COMMON[@]}" --out "$OUT/latency.jsonl" | tail -2
 
 stage "4. collect: inherited-weight validation loss of $N_COLLECT subnets"
 fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLECT" --seed 2 \
@@ -103,98 +159,79 @@ fairseq-nas rank "$OUT/archs.jsonl" --target valid_loss --space "$SPACE" --prune
     --importance-samples 60 --refit --out "$OUT/ranker" | tail -27
 cp "$OUT/ranker/importance.png" "$OUT/plots/importance.png" 2>/dev/null || true
 
-stage "6. search under a latency limit"
-LIMIT=$("$PY" - "$OUT/latency.jsonl" <<'EOF'
-import json, statistics, sys
-ms = [json.loads(l)["latency_ms"] for l in open(sys.argv[1]) if l.strip()]
-print(f"{statistics.median(ms):.2f}")  # the median measured latency: a limit half the space meets
-EOF
-)
-echo "    latency limit: $LIMIT ms (median measured subnet)"
-SEARCH_SPACE="$OUT/ranker/pruned_space.yaml"; [ -f "$SEARCH_SPACE" ] || SEARCH_SPACE="$SPACE"
-search() {
+stage "6. measured latency of the trained baselines (the search limits)"
+BASE_CKPTS=(); for n in "${NAMES[@]}"; do BASE_CKPTS+=("$OUT/claim/$n/baseline/checkpoint_best.pt"); done
+fairseq-nas latency --checkpoints "${BASE_CKPTS[@]}" "${LAT_COMMON[@]}" --out "$OUT/claim/baseline-latency.jsonl"
+
+stage "7. search once per baseline, its measured latency less ${LATENCY_MARGIN} as the limit"
+# PRUNE=1 searches the pruned space (falling back to the full one where it cannot meet a limit)
+search_space="$SPACE"; [ "$PRUNE" = 1 ] && [ -f "$OUT/ranker/pruned_space.yaml" ] && search_space="$OUT/ranker/pruned_space.yaml"
+search() {  # search SPACE_FILE NAME LIMIT
   fairseq-nas search --space "$1" --feature-space "$SPACE" --ranker "$OUT/ranker" \
-      --latency-model "$OUT/latency_model" --latency-ms "$LIMIT" --dict "$DATA" --threads 1 \
+      --latency-model "$OUT/latency_model" --latency-ms "$3" --dict "$DATA" --threads 1 \
       --runs "$LAT_RUNS" --warmup 2 --top-k "$TOPK" --generations "$GENS" --population "$POP" \
-      --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/search" --resume \
-      2>&1 | tee "$OUT/search.log"  # pipefail: the status is the search's
+      --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/claim/$2/search" --resume \
+      2>&1 | tee "$OUT/claim/$2/search.log" | tail -4  # pipefail: the status is the search's
 }
-if ! have "$OUT/search/best.json"; then
-  if ! search "$SEARCH_SPACE"; then
-    grep -q "no subnet meets the limit" "$OUT/search.log" && [ "$SEARCH_SPACE" != "$SPACE" ] \
-      || { echo "demo.sh: error: search failed; see above" >&2; exit 1; }
-    echo "    the pruned space cannot meet the limit (its fixed values are too slow): searching the full space"
-    rm -rf "$OUT/search"
-    search "$SPACE"
+for n in "${NAMES[@]}"; do
+  run="$OUT/claim/$n"
+  "$PY" - "$OUT/claim/baseline-latency.jsonl" "$run/baseline/checkpoint_best.pt" "$LATENCY_MARGIN" "$run/search.json" <<'EOF'
+import json, os, sys
+rows = {os.path.realpath(r["checkpoint"]): r for r in map(json.loads, open(sys.argv[1])) if r}
+ms, margin = rows[os.path.realpath(sys.argv[2])]["latency_ms"], float(sys.argv[3])
+json.dump({"baseline_ms": ms, "margin": margin, "limit_ms": round(ms * (1 - margin), 3)}, open(sys.argv[4], "w"))
+EOF
+  limit=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['limit_ms'])" "$run/search.json")
+  echo "  $n: limit $limit ms"
+  if ! have "$run/search/best.json"; then
+    if ! search "$search_space" "$n" "$limit"; then
+      grep -q "no subnet meets the limit" "$run/search.log" && [ "$search_space" != "$SPACE" ] \
+        || { echo "demo.sh: error: search for $n failed; see $run/search.log" >&2; exit 1; }
+      echo "    the pruned space cannot meet the limit (its fixed values are too slow): searching the full space"
+      rm -rf "$run/search"
+      search "$SPACE" "$n" "$limit" || { echo "demo.sh: error: search for $n failed; see $run/search.log" >&2; exit 1; }
+    fi
   fi
-fi
-cp "$OUT/search/pareto.png" "$OUT/plots/pareto.png"
-
-stage "7. export and fine-tune: the subnet found, the largest and the smallest subnet"
-fairseq-nas space sample "$SPACE" --largest > "$OUT/largest.json"
-fairseq-nas space sample "$SPACE" --smallest > "$OUT/smallest.json"
-cp "$OUT/search/best.json" "$OUT/found.json"
-for name in found largest smallest; do
-  if ! have "$OUT/finetune-$name/done"; then
-    fairseq-nas export --supernet "$SUPERNET" --subnet "$OUT/$name.json" --out "$OUT/$name.pt" > "$OUT/$name.export.txt"
-    echo "    $(head -1 "$OUT/$name.export.txt")"
-    fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$OUT/$name.pt" \
-        --finetune-from-model "$OUT/$name.pt" --max-update "$FT_UPDATES" --lr 5e-4 --warmup-updates 10 \
-        --save-dir "$OUT/finetune-$name" > "$OUT/finetune-$name.log" 2>&1 \
-      || { echo "demo.sh: error: fine-tuning $name failed; see $OUT/finetune-$name.log" >&2; exit 1; }
-    touch "$OUT/finetune-$name/done"
-  fi
+  cp "$run/search/best.json" "$run/found.json"
+  cp "$run/search/pareto.png" "$OUT/plots/pareto-$n.png"
+  [ -f "$run/found.pt" ] || fairseq-nas export --supernet "$SUPERNET" --subnet "$run/found.json" --out "$run/found.pt" \
+    > "$run/found.export.txt"
 done
 
-stage "8. baseline: a fairseq transformer of similar size, trained from scratch for the same updates"
-read -r B_EMB B_LAYERS_E B_LAYERS_D < <("$PY" - "$OUT/found.json" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-print(s["encoder"]["embed_dim"], len(s["encoder"]["layers"]), len(s["decoder"]["layers"]))
-EOF
-)
-if ! have "$OUT/transformer/done"; then
-  fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch transformer --share-decoder-input-output-embed \
-      --encoder-embed-dim "$B_EMB" --decoder-embed-dim "$B_EMB" --encoder-ffn-embed-dim $((2 * B_EMB)) \
-      --decoder-ffn-embed-dim $((2 * B_EMB)) --encoder-attention-heads 4 --decoder-attention-heads 4 \
-      --encoder-layers "$B_LAYERS_E" --decoder-layers "$B_LAYERS_D" \
-      --max-update $((SUPER_UPDATES + FT_UPDATES)) --save-dir "$OUT/transformer" > "$OUT/transformer.log" 2>&1 \
-    || { echo "demo.sh: error: baseline training failed; see $OUT/transformer.log" >&2; exit 1; }
-  touch "$OUT/transformer/done"
-fi
-# the same architecture as a subnet, so that its latency is measured with the same protocol
-"$PY" - "$B_EMB" "$B_LAYERS_E" "$B_LAYERS_D" > "$OUT/transformer.json" <<'EOF'
-import json, sys
-e, le, ld = map(int, sys.argv[1:])
-lay = dict(operator="self_attention", ffn_dim=2 * e, heads=4, activation="relu", rpr_len=0, norm="post")
-print(json.dumps({"encoder": {"embed_dim": e, "layers": [lay] * le},
-                  "decoder": {"embed_dim": e, "layers": [dict(lay, enc_attn_layers=1)] * ld}}))
-EOF
-
-stage "9. translate the test set (beam 5), score, measure latency"
-for name in found largest smallest transformer; do
-  ck="$OUT/finetune-$name/checkpoint_best.pt"; [ "$name" = transformer ] && ck="$OUT/transformer/checkpoint_best.pt"
-  if ! have "$OUT/$name.bleu.json"; then
-    fairseq-generate "$DATA" "${GEN_COMMON[@]}" --path "$ck" > "$OUT/$name.gen" 2> "$OUT/$name.gen.log"
-    fairseq-nas bleu "$OUT/$name.gen" --lang "$TGT_LANG" --json "$OUT/$name.bleu.json" > "$OUT/$name.bleu.txt"
-    echo "    $name: $(head -1 "$OUT/$name.bleu.txt")"
+stage "8. the found architectures from scratch ($SCRATCH_UPDATES updates) and the found subnets fine-tuned ($FT_UPDATES updates)"
+second_job() {
+  local n="${1#*:}" run="$OUT/claim/${1#*:}"
+  if [ "${1%%:*}" = scratch ]; then
+    timed "found architecture from scratch" "$n" "$SCRATCH_UPDATES" 1 "$run/scratch/done" \
+      fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$run/found.pt" \
+        --max-update "$SCRATCH_UPDATES" --save-dir "$run/scratch" > "$run/scratch.log" 2>&1 \
+      || { echo "demo.sh: error: training $n's found architecture failed; see $run/scratch.log" >&2; return 1; }
+  else
+    timed "found subnet fine-tuning" "$n" "$FT_UPDATES" 1 "$run/finetune/done" \
+      fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$run/found.pt" \
+        --finetune-from-model "$run/found.pt" --max-update "$FT_UPDATES" --lr "$FT_LR" --warmup-updates 10 \
+        --save-dir "$run/finetune" > "$run/finetune.log" 2>&1 \
+      || { echo "demo.sh: error: fine-tuning $n's found subnet failed; see $run/finetune.log" >&2; return 1; }
   fi
-done
-"$PY" - "$OUT" > "$OUT/compare.subnets.jsonl" <<'EOF'
-import json, sys  # one subnet per line: found, largest, smallest, transformer
-for name in ("found", "largest", "smallest", "transformer"):
-    print(json.dumps(json.load(open(f"{sys.argv[1]}/{name}.json"))))
-EOF
-"$PY" - "$SPACE" "$OUT/compare-space.yaml" <<'EOF'
-import sys, yaml  # the demo space plus post-norm, so the transformer's architecture is in it
-d = yaml.safe_load(open(sys.argv[1]))
-for st in ("encoder", "decoder"):
-    d[st]["norm"] = ["pre", "post"]
-d["name"] = "demo_compare"
-yaml.safe_dump(d, open(sys.argv[2], "w"), sort_keys=False)
-EOF
-fairseq-nas latency --space "$OUT/compare-space.yaml" --subnets "$OUT/compare.subnets.jsonl" --dict "$DATA" --runs "$LAT_RUNS" \
-    --warmup 2 --threads 1 --out "$OUT/compare.latency.jsonl" --no-share-all-embeddings | tail -1
+}
+jobs2=(); for n in "${NAMES[@]}"; do jobs2+=("scratch:$n"); done; for n in "${NAMES[@]}"; do jobs2+=("finetune:$n"); done
+parallel second_job "${jobs2[@]}"
 
-stage "10. report"
-"$PY" -m fairseq_nas.report.demo "$OUT" --limit-ms "$LIMIT" --seconds $(( $(date +%s) - T0 )) ${DATA_BIN:+--data "$DATA"}
+stage "9. translate the test set (beam 5) and score"
+gen_job() {
+  local run="$OUT/claim/${1#*:}" m="${1%%:*}"
+  [ -f "$run/$m.bleu.json" ] && return 0
+  fairseq-generate "$DATA" "${GEN_COMMON[@]}" --path "$run/$m/checkpoint_best.pt" > "$run/$m.gen" 2> "$run/$m.gen.log" \
+    || { echo "demo.sh: error: translating with $run/$m failed; see $run/$m.gen.log" >&2; return 1; }
+  fairseq-nas bleu "$run/$m.gen" --lang "$TGT_LANG" --json "$run/$m.bleu.json" > "$run/$m.bleu.txt"
+}
+jobs3=(); for n in "${NAMES[@]}"; do for m in baseline scratch finetune; do jobs3+=("$m:$n"); done; done
+parallel gen_job "${jobs3[@]}"
+
+stage "10. measured latency of every trained model, all together"
+ALL=(); for n in "${NAMES[@]}"; do for m in baseline scratch finetune; do ALL+=("$OUT/claim/$n/$m/checkpoint_best.pt"); done; done
+fairseq-nas latency --checkpoints "${ALL[@]}" "${LAT_COMMON[@]}" --out "$OUT/claim/latency.jsonl" | tail -n +2
+
+stage "11. report"
+"$PY" -m fairseq_nas.report.demo "$OUT" --seconds $(( $(date +%s) - T0 )) ${DATA_BIN:+--data "$DATA"} \
+  --space "$SPACE" --scratch-updates "$SCRATCH_UPDATES" --ft-updates "$FT_UPDATES"

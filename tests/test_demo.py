@@ -17,22 +17,32 @@ def test_tiny_demo_produces_every_artifact_and_the_report(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], capture_output=True, text=True,
                           env=e, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("supernet/checkpoint_last.pt", "supernet/dss.jsonl", "supernet/dss_best.json", "latency.jsonl",
-                 "archs.jsonl", "ranker/ranker/ranker.json", "ranker/pruned_space.yaml",
-                 "latency_model/ranker/ranker.json", "search/best.json", "search/topk.jsonl", "search/search.jsonl",
-                 "found.pt", "largest.pt", "smallest.pt", "compare.latency.jsonl", "REPORT.md"):
+    names = (out / "claim" / "baselines.txt").read_text().split()
+    assert names == ["transformer-128d-3x2", "transformer-128d-3x3"]
+    for name in ("supernet/checkpoint_last.pt", "latency.jsonl", "archs.jsonl", "ranker/ranker/ranker.json",
+                 "latency_model/ranker/ranker.json", "claim/baseline-latency.jsonl", "claim/latency.jsonl",
+                 "claim/compute.jsonl", "comparison.jsonl", "REPORT.md"):
         assert (out / name).is_file(), name
-    for png in ("pareto.png", "importance.png", "dss_divergence.png", "dss_losses.png"):
-        assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG", png
-    for model in ("found", "largest", "smallest", "transformer"):
-        assert (out / f"{model}.bleu.json").is_file(), f"{model}.bleu.json missing\n" + proc.stdout[-3000:]
-        bleu = json.loads((out / f"{model}.bleu.json").read_text())
-        assert bleu["sentences"] == 300 and 0 <= bleu["tokenized_bleu"] <= 100
-    lat = [json.loads(line) for line in (out / "compare.latency.jsonl").read_text().splitlines()]
-    assert len(lat) == 4 and all(r["latency_ms"] > 0 for r in lat)
+    for n in names:
+        for name in ("baseline.json", "baseline/checkpoint_best.pt", "search/best.json", "search/topk.jsonl",
+                     "found.json", "found.pt", "scratch/checkpoint_best.pt", "finetune/checkpoint_best.pt"):
+            assert (out / "claim" / n / name).is_file(), f"{n}/{name}"
+        assert (out / "plots" / f"pareto-{n}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "claim.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [json.loads(line) for line in (out / "comparison.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in rows] == names
+    for r in rows:
+        for model in ("baseline", "scratch", "finetune"):
+            m = r[model]
+            assert 0 <= m["bleu"] <= 100 and m["sacrebleu_signature"].startswith("nrefs:1")
+            assert m["latency_ms"] > 0 and m["params"] > 0
+        assert (r["baseline"]["updates"], r["scratch"]["updates"], r["finetune"]["updates"]) == (12, 12, 6)
+        assert r["finetune"]["subnet"] == r["scratch"]["subnet"]  # one found architecture, two ways to train it
+        assert r["search_limit_ms"] < r["limit_ms"] and r["claim1"] in (True, False) and r["claim2"] in (True, False)
+    # every trained model was timed in one measurement
+    lat = [json.loads(line) for line in (out / "claim" / "latency.jsonl").read_text().splitlines()]
+    assert len(lat) == 3 * len(names) and {r["arch"] for r in lat} == {"transformer", "nas_subnet"}
     report = (out / "REPORT.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and "n/a" not in line]
-    assert sum(line.startswith(("| subnet found", "| largest", "| smallest", "| fairseq transformer"))
-               for line in table) == 4
-    assert "![" in report and "## Search" in report
-    assert "| subnet found by the search |" in proc.stdout  # the summary table is printed at the end
+    assert report.splitlines()[2].startswith("- **Claim 1") and "![BLEU against measured latency]" in report
+    assert "## Compute of each path" in report and "| supernet |" in report
+    assert "Claim 2" in proc.stdout  # the verdict is printed at the end

@@ -1,18 +1,19 @@
-"""The demo's report: OUT/REPORT.md (tables and plots) and a summary table on stdout.
+"""The demo's report: OUT/REPORT.md (the claim first, then the search, ranking, DSS and plots),
+OUT/comparison.jsonl, and the verdict and table on stdout (see `fairseq_nas.report.claim`).
 
-    python -m fairseq_nas.report.demo OUT [--limit-ms L] [--seconds S]
+    python -m fairseq_nas.report.demo OUT [--seconds S] [--data DIR] [--space FILE]
+        [--scratch-updates B] [--ft-updates F]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-MODELS = [("found", "subnet found by the search"), ("largest", "largest subnet"),
-          ("smallest", "smallest subnet"), ("transformer", "fairseq transformer (from scratch)")]
-PLOTS = (("pareto.png", "Search: candidates, soft Pareto front, measured top K"),
+from fairseq_nas.report.claim import _fmt, quiet_logging
+
+PLOTS = (("pareto-*.png", "Search: candidates, Pareto front, measured top K"),
          ("importance.png", "Permutation feature importance"),
          ("dss_divergence.png", "Subnet divergence before/after each shrink"),
          ("dss_losses.png", "Training and validation losses"))
@@ -42,33 +43,6 @@ def describe(subnet: dict) -> str:
         ops = ", ".join(f"{lay['operator']}/{lay['ffn_dim']}/{lay['heads']}h" for lay in s["layers"])
         parts.append(f"{st} {s['embed_dim']}d x{len(s['layers'])}: {ops}")
     return "; ".join(parts)
-
-
-def comparison_rows(out: Path) -> list[dict]:
-    lat = {_canon(r["subnet"]): r for r in _jsonl(out / "compare.latency.jsonl")}
-    rows = []
-    for name, label in MODELS:
-        sub = _json(out / f"{name}.json")
-        bleu = _json(out / f"{name}.bleu.json") or {}
-        meas = lat.get(_canon(sub)) if sub else None
-        rows.append({"name": name, "label": label, "subnet": sub,
-                     "params": meas.get("params") if meas else None,
-                     "latency_ms": meas.get("latency_ms") if meas else None,
-                     "bleu": bleu.get("tokenized_bleu"), "sacrebleu": bleu.get("sacrebleu")})
-    return rows
-
-
-def _fmt(v: Any, spec: str = "") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def summary_table(rows: list[dict]) -> str:
-    lines = ["| model | params | latency (ms, this CPU) | BLEU (tokenized) | sacreBLEU |",
-             "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {_fmt(r['params'], ',')} | {_fmt(r['latency_ms'], '.2f')} | "
-                     f"{_fmt(r['bleu'], '.2f')} | {_fmt(r['sacrebleu'], '.2f')} |")
-    return "\n".join(lines)
 
 
 def _importance_items(imp: Any) -> list[tuple[str, float]]:
@@ -115,24 +89,15 @@ def _dss_section(out: Path) -> list[str]:
     return md + [""]
 
 
-def write_report(out: Path, limit_ms: Optional[float] = None, seconds: Optional[int] = None,
-                 data: Optional[str] = None) -> str:
-    """Write OUT/REPORT.md atomically; returns the comparison table (markdown)."""
-    rows = comparison_rows(out)
-    top = _jsonl(out / "search" / "topk.jsonl")
-    md = ["# fairseq-nas demo report", ""]
-    if seconds is not None:
-        md.append(f"Wall time of the demo: {seconds // 60} min {seconds % 60} s.")
-    corpus = f"Corpus: the data-bin `{data}`" if data else "Generated corpus (`data-prep/prepare-demo.sh`)"
-    md += [f"{corpus}, and the demo space `scripts/demo-space.yaml` "
-           "(ShrinkNAS's structure at CPU size). The subnets are fine-tuned from their inherited weights, the "
-           "transformer is trained from scratch for as many updates as the supernet and the fine-tuning together. "
-           "BLEU on the test split, beam 5. Latency: this CPU, 1 thread, HAT's protocol.", "",
-           "## Comparison", "", summary_table(rows), ""]
-    if rows[0]["subnet"]:
-        md += [f"Subnet found: `{describe(rows[0]['subnet'])}`", ""]
-    if top:
-        md += [f"## Search (latency limit {_fmt(limit_ms, '.2f')} ms)", "",
+def _search_section(out: Path) -> list[str]:
+    md: list[str] = []
+    for name in ((out / "claim" / "baselines.txt").read_text().split()
+                 if (out / "claim" / "baselines.txt").is_file() else []):
+        top = _jsonl(out / "claim" / name / "search" / "topk.jsonl")
+        limit = (_json(out / "claim" / name / "search.json") or {}).get("limit_ms")
+        if not top:
+            continue
+        md += [f"## Search for {name} (latency limit {_fmt(limit, '.2f')} ms)", "",
                "| rank | ranker score | predicted ms | measured ms | params | meets limit |",
                "|---:|---:|---:|---:|---:|:---:|"]
         for r in top:
@@ -140,26 +105,47 @@ def write_report(out: Path, limit_ms: Optional[float] = None, seconds: Optional[
                       f"{_fmt(r.get('measured_latency_ms'), '.2f')} | {_fmt(r.get('params'), ',')} | "
                       f"{r.get('meets_limit')} |")
         md.append("")
-    md += _metrics_section(out) + _dss_section(out) + ["## Plots", ""]
-    for png, title in PLOTS:
-        if (out / "plots" / png).is_file():
-            md += [f"### {title}", "", f"![{title}](plots/{png})", ""]
-    tmp = out / "REPORT.md.tmp"
-    tmp.write_text("\n".join(md) + "\n")
-    os.replace(tmp, out / "REPORT.md")
-    return summary_table(rows)
+    return md
+
+
+def write_report(out: Path, seconds: Optional[int] = None, data: Optional[str] = None,
+                 space: str = "scripts/demo-space.yaml", scratch_updates: Optional[int] = None,
+                 ft_updates: Optional[int] = None) -> list[dict]:
+    """Write OUT/REPORT.md and OUT/comparison.jsonl atomically; returns the comparison rows."""
+    from fairseq_nas.report.claim import write_report as write_claim
+
+    corpus = f"Corpus: the data-bin `{data}`" if data else "Generated corpus (`data-prep/prepare-demo.sh`)"
+    what = (f"{corpus}; search space `{space}`. Baselines: fairseq `transformer` models inside the space, "
+            f"trained from scratch for {_fmt(scratch_updates)} updates; the found architectures are trained "
+            f"from scratch for the same updates, and the found subnets are fine-tuned from their inherited "
+            f"weights for {_fmt(ft_updates)} updates. BLEU on the test split, beam 5. Latency: every trained "
+            "model measured together on this CPU, 1 thread, beam 5, source and target 23 tokens.")
+    if seconds is not None:
+        what += f" Wall time of the demo: {seconds // 60} min {seconds % 60} s."
+    extra = _search_section(out) + _metrics_section(out) + _dss_section(out) + ["## Plots", ""]
+    for pattern, title in PLOTS:
+        for png in sorted((out / "plots").glob(pattern)):
+            extra += [f"### {title} ({png.stem})", "", f"![{title}](plots/{png.name})", ""]
+    return write_claim(out, "fairseq-nas demo report", what, extra)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description="Write OUT/REPORT.md for a demo run.")
+    quiet_logging()
+    from fairseq_nas.report.claim import table, verdict_lines
+
+    ap = argparse.ArgumentParser(description="Write OUT/REPORT.md and OUT/comparison.jsonl for a demo run.")
     ap.add_argument("out")
-    ap.add_argument("--limit-ms", type=float)
     ap.add_argument("--seconds", type=int)
     ap.add_argument("--data", help="the data-bin used, when not the generated corpus")
+    ap.add_argument("--space", default="scripts/demo-space.yaml")
+    ap.add_argument("--scratch-updates", type=int)
+    ap.add_argument("--ft-updates", type=int)
     args = ap.parse_args(argv)
-    table = write_report(Path(args.out), args.limit_ms, args.seconds, args.data)
-    print(table)
-    print(f"\nreport: {Path(args.out) / 'REPORT.md'}")
+    rows = write_report(Path(args.out), args.seconds, args.data, args.space, args.scratch_updates, args.ft_updates)
+    print("\n".join(verdict_lines(rows)))
+    print()
+    print(table(rows))
+    print(f"\nreport: {Path(args.out) / 'REPORT.md'}; one row per limit: {Path(args.out) / 'comparison.jsonl'}")
     return 0
 
 

@@ -1,0 +1,180 @@
+"""The tool's claim on real text: found models against fairseq transformers of equal measured
+latency, on the IWSLT'14 De-En sample (DESIGN.md section 11; issue "Prove the point").
+
+    python benchmarks/end_to_end.py --work DIR [--data DATA_BIN | --raw ../shared/data/iwslt14-de-en-sample]
+        [--quick] [--sampler dss|uniform|sandwich]
+
+Without --data it builds the data-bin from the sample (train: its 7,283 valid pairs; valid: the
+first 1,000 test pairs; test: the next --test-sentences; `prepare-parallel.sh --tokenize none
+--bpe-size 4000`, text already Moses-tokenized and lowercased). Then it runs `scripts/demo.sh`
+on that data-bin with the space benchmarks/end_to_end-space.yaml and three fairseq
+`transformer` baselines inside it: one supernet, one search per baseline (its measured latency
+as the limit), the found architecture trained from scratch for as many updates as the
+baseline, and the found subnet fine-tuned from its inherited weights for a quarter of them.
+
+It prints, and writes to WORK/summary.json: per baseline the three models' BLEU (tokenized and
+sacreBLEU with its signature), measured latency, params and updates, whether each claim holds;
+the compute of each path; and three checks of the search itself: how the latency model ranks
+the measured candidates near each limit (Kendall tau, and how often it was right about meeting
+the limit), which groups pruning fixed, and how well inherited-weight loss ranked the found
+subnets after fine-tuning. Every stage resumes (rerun the same command after a kill).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "benchmarks" / "end_to_end-space.yaml"
+SAMPLE = REPO.parent / "shared" / "data" / "iwslt14-de-en-sample"
+
+SIZES = {  # environment of scripts/demo.sh
+    "full": dict(SUPER_UPDATES=800, SCRATCH_UPDATES=800, FT_UPDATES=200, DSS_EVERY=6, DSS_TIMES=2, DSS_ITERS=3,
+                 DSS_POP=16, DIV_SUBNETS=16, N_LAT=40, LAT_RUNS=20, N_COLLECT=50, EVAL_SENTS=200, GENS=15, POP=40,
+                 PARENTS=10, MUT=15, CROSS=15, TOPK=3, BASELINES="128:3:2,192:3:3,256:3:3"),
+    "quick": dict(SUPER_UPDATES=300, SCRATCH_UPDATES=150, FT_UPDATES=40, DSS_EVERY=2, DSS_TIMES=1, DSS_ITERS=2,
+                  DSS_POP=8, DIV_SUBNETS=8, N_LAT=20, LAT_RUNS=5, N_COLLECT=20, EVAL_SENTS=100, GENS=4, POP=16,
+                  PARENTS=4, MUT=6, CROSS=6, TOPK=2, BASELINES="192:3:2,256:3:3"),
+}
+
+
+def prepare_data(raw: Path, work: Path, test_sentences: int) -> Path:
+    """WORK/data/data-bin from the sample's text (skipped when it is there)."""
+    bin_dir = work / "data" / "data-bin"
+    if (bin_dir / "test.de-en.en.idx").is_file():
+        return bin_dir
+    for name in ("valid.de", "valid.en", "test.de", "test.en"):
+        if not (raw / name).is_file():
+            sys.exit(f"end_to_end: error: {raw / name}: missing (the IWSLT'14 sample: valid.de/en and test.de/en); "
+                     "give --raw DIR or --data DATA_BIN")
+    split = work / "data" / "raw"
+    split.mkdir(parents=True, exist_ok=True)
+    for lang in ("de", "en"):
+        valid = (raw / f"valid.{lang}").read_text(encoding="utf-8").splitlines(keepends=True)
+        test = (raw / f"test.{lang}").read_text(encoding="utf-8").splitlines(keepends=True)
+        (split / f"train.{lang}").write_text("".join(valid), encoding="utf-8")
+        (split / f"valid.{lang}").write_text("".join(test[:1000]), encoding="utf-8")
+        (split / f"test.{lang}").write_text("".join(test[1000:1000 + test_sentences]), encoding="utf-8")
+    subprocess.run(["bash", str(REPO / "data-prep" / "prepare-parallel.sh"), "--src", "de", "--tgt", "en",
+                    "--train", str(split / "train"), "--valid", str(split / "valid"), "--test", str(split / "test"),
+                    "--tokenize", "none", "--bpe-size", "4000", "--workers", "2", "--out", str(work / "data")],
+                   check=True)
+    return bin_dir
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def latency_model_near_limit(run: Path, limit: float) -> dict:
+    """The search's measured candidates: Kendall tau of predicted vs measured latency, and the share
+    where the prediction was right about meeting the limit."""
+    from scipy.stats import kendalltau
+
+    rows = [r for r in _jsonl(run / "search" / "topk.jsonl")
+            if r.get("predicted_latency_ms") is not None and r.get("measured_latency_ms") is not None]
+    if not rows:
+        return {"measured": 0}
+    pred = [r["predicted_latency_ms"] for r in rows]
+    meas = [r["measured_latency_ms"] for r in rows]
+    right = sum((p <= limit) == (m <= limit) for p, m in zip(pred, meas))
+    tau = kendalltau(pred, meas).statistic if len(rows) > 1 else None
+    return {"measured": len(rows), "kendall_tau": None if tau != tau else tau, "limit_agreement": right / len(rows),
+            "mean_abs_error_pct": 100 * sum(abs(p - m) / m for p, m in zip(pred, meas)) / len(rows)}
+
+
+def inherited_vs_finetuned(out: Path, names: list[str]) -> dict:
+    """Kendall tau between the found subnets' inherited-weight valid loss (the search's score is
+    fit on it) and their valid loss after fine-tuning; over the found subnets only (few points)."""
+    from scipy.stats import kendalltau
+
+    pairs = []
+    for n in names:
+        run = out / "claim" / n
+        best = json.loads((run / "search" / "best.json").read_text()) if (run / "search" / "best.json").is_file() \
+            else None
+        ft = _best_valid_loss(run / "finetune.log")
+        inh = _first_valid_loss(run / "finetune.log")
+        if best is not None and ft is not None and inh is not None:
+            pairs.append((inh, ft))
+    if len(pairs) < 2:
+        return {"subnets": len(pairs)}
+    tau = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    return {"subnets": len(pairs), "kendall_tau": None if tau != tau else tau, "pairs": pairs}
+
+
+def _valid_losses(log: Path) -> list[float]:
+    out = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        if '"valid"' in line or "valid on 'valid'" in line:
+            i = line.find("{")
+            try:
+                out.append(float(json.loads(line[i:])["valid_loss"]))
+            except (ValueError, KeyError):
+                continue
+    return out
+
+
+def _best_valid_loss(log: Path):
+    v = _valid_losses(log)
+    return min(v) if v else None
+
+
+def _first_valid_loss(log: Path):
+    """The inherited weights' valid loss: fine-tuning validates first after its first epoch, so
+    this is the nearest logged figure (the collect rows hold the exact one for sampled subnets)."""
+    v = _valid_losses(log)
+    return v[0] if v else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", required=True, type=Path)
+    ap.add_argument("--data", type=Path, help="a data-bin (default: built from --raw)")
+    ap.add_argument("--raw", type=Path, default=SAMPLE, help=f"the IWSLT'14 sample's text (default {SAMPLE})")
+    ap.add_argument("--test-sentences", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="a short smoke run of the same protocol")
+    ap.add_argument("--sampler", default="sandwich", choices=("dss", "uniform", "sandwich"))
+    ap.add_argument("--baselines", help="override the baselines (EMBED:ENC:DEC,...)")
+    args = ap.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.data or prepare_data(args.raw, args.work, args.test_sentences)
+    env = dict(os.environ, DATA_BIN=str(data), TGT_LANG="en", SPACE=str(SPACE), SAMPLER=args.sampler,
+               **{k: str(v) for k, v in SIZES["quick" if args.quick else "full"].items()})
+    if args.baselines:
+        env["BASELINES"] = args.baselines
+    out = args.work / "run"
+    t0 = time.time()
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], env=env)
+    seconds = time.time() - t0
+    if proc.returncode != 0:
+        print(f"end_to_end: scripts/demo.sh failed with status {proc.returncode}", file=sys.stderr)
+        return proc.returncode
+    rows = _jsonl(out / "comparison.jsonl")
+    names = [r["name"] for r in rows]
+    checks = {
+        "latency_model_near_limit": {
+            r["name"]: latency_model_near_limit(out / "claim" / r["name"], r["search_limit_ms"]) for r in rows},
+        "pruning_fixed": json.loads((out / "ranker" / "fixed.json").read_text())
+        if (out / "ranker" / "fixed.json").is_file() else None,
+        "inherited_vs_finetuned": inherited_vs_finetuned(out, names),
+    }
+    summary = {"rows": rows, "checks": checks, "seconds_this_call": round(seconds),
+               "compute": _jsonl(out / "claim" / "compute.jsonl"), "env": {k: env[k] for k in SIZES["full"]}}
+    tmp = args.work / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, args.work / "summary.json")
+    print()
+    print((out / "REPORT.md").read_text().split("## Search")[0])
+    print("search checks:", json.dumps(checks, indent=1))
+    print(f"summary: {args.work / 'summary.json'}; this call took {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
