@@ -166,6 +166,27 @@ def test_cli_subnets_file_accepts_subnets_and_rows(space_file, tmp_path):
     assert sorted(keys(read_jsonl(out))) == sorted([(a.to_json(), 0), (b.to_json(), 0)])
 
 
+def test_cli_subnets_file_may_be_one_pretty_printed_subnet_like_best_json(space_file, tmp_path):
+    from fairseq_nas.errors import SpaceError
+    from fairseq_nas.latency.store import read_subnets
+
+    space = load_space(space_file)
+    a, b = sample_subnets(space, 2, seed=9)
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps(a.to_dict(), indent=2) + "\n")
+    out = tmp_path / "lat.jsonl"
+    assert cli("--space", space_file, "--subnets", best, *FAST, "--out", out) == 0
+    assert keys(read_jsonl(out)) == [(a.to_json(), 0)]
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps([a.to_dict(), {"subnet": b.to_dict()}], indent=1))
+    assert read_subnets(many, space) == [a, b]
+    bad = a.to_dict()
+    bad["encoder"]["embed_dim"] = 7
+    many.write_text(json.dumps([a.to_dict(), bad], indent=1))
+    with pytest.raises(SpaceError, match=r"many\.json\[1\].*embed_dim"):
+        read_subnets(many, space)
+
+
 def test_cli_shards_partition_the_subnets(space_file, tmp_path):
     outs = []
     for i in range(2):

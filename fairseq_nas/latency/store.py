@@ -178,12 +178,30 @@ class RoundLog:
 
 def read_subnets(path: Union[str, Path], space: SearchSpace) -> list[Subnet]:
     """Subnets of a JSON Lines file (a subnet object, or a row with a "subnet" key, per line;
-    blank lines skipped), each validated against `space`; errors name the file and line."""
+    blank lines skipped), or of one pretty-printed JSON document (a subnet such as the search's
+    best.json, or a list), each validated against `space`; errors name the file and line."""
     p = Path(path)
     if not p.is_file():
         raise FairseqNasError(f"--subnets {p}: no such file (expected JSON lines of subnets)")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    text = p.read_text(encoding="utf-8")
+    try:  # one (pretty-printed) JSON document: a subnet, e.g. the search's best.json, or a list of them
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, (dict, list)) and "\n" in text.strip():
+        items = whole if isinstance(whole, list) else [whole]
+        for i, obj in enumerate(items):
+            source = f"{p}[{i}]" if isinstance(whole, list) else str(p)
+            if isinstance(obj, dict) and "subnet" in obj:
+                obj = obj["subnet"]
+            subnet = Subnet.from_dict(obj, source)
+            space.validate_subnet(subnet, source)
+            out.append(subnet)
+        if not out:
+            raise FairseqNasError(f"--subnets {p}: no subnets in the file")
+        return out
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         source = f"{p}:{i}"
