@@ -139,6 +139,7 @@ recipe_setup() {
         is_posint "${!v}" || die "$v must be a positive integer, got '${!v}'"
     done
     is_posnum "$THETA" || die "THETA must be a positive number, got '$THETA'"
+    [[ -z "${BASELINES:-}" ]] || claim_setup
     [[ -z "$DATA_INPUT" || -e "$DATA_INPUT" ]] || die "$PREPARE_INPUT_OPT $DATA_INPUT does not exist"
     [[ -z "$DATA_INPUT" ]] || DATA_INPUT="$(abs_path "$DATA_INPUT")"
     [[ -n "$WORK" ]] || die "--work/WORK is empty"
@@ -223,6 +224,113 @@ st_evaluate() {
     run "$NAS" bleu "$WORK/gen.out" --lang "$TGT_LANG" --json "$WORK/bleu.json"
 }
 
+# ---- the claim (DESIGN.md section 11), with --baselines: fairseq transformers of several sizes,
+# each inside the space, trained from scratch for SCRATCH_UPDATES; the supernet searched once
+# per baseline with its measured latency less LATENCY_MARGIN as the limit; the found architecture
+# trained from scratch for SCRATCH_UPDATES and the found subnet fine-tuned for FINETUNE_UPDATES;
+# every trained model timed together; WORK/REPORT.md and WORK/comparison.jsonl.
+claim_setup() {
+    SCRATCH_UPDATES="${SCRATCH_UPDATES:-40000}" LATENCY_MARGIN="${LATENCY_MARGIN:-0.02}"
+    is_posint "$SCRATCH_UPDATES" || die "SCRATCH_UPDATES must be a positive integer, got '$SCRATCH_UPDATES'"
+    (( FINETUNE_UPDATES < SCRATCH_UPDATES )) \
+        || die "FINETUNE_UPDATES ($FINETUNE_UPDATES) must be fewer than SCRATCH_UPDATES ($SCRATCH_UPDATES)"
+    is_posnum "$LATENCY_MARGIN" || [[ "$LATENCY_MARGIN" =~ ^0*\.?0*$ ]] \
+        || die "LATENCY_MARGIN must be a number in [0, 1), got '$LATENCY_MARGIN'"
+    PY="$(tool python)"; [[ -x "$REPO_ROOT/.venv/bin/python" ]] && PY="$REPO_ROOT/.venv/bin/python"
+    local share=--no-share-all-embeddings line err
+    [[ " ${MODEL_ARGS[*]} " == *" --share-all-embeddings "* ]] && share=--share-all-embeddings
+    BASELINE_NAMES=() BASELINE_ARGS=()
+    err="$("$PY" -m fairseq_nas.report.claim baselines --space "$SPACE" --specs "$BASELINES" $share --print \
+            2>&1 >/dev/null)" || die "--baselines/BASELINES: ${err#claim: error: }"
+    while read -r line; do
+        BASELINE_NAMES+=("${line%% *}") BASELINE_ARGS+=("${line#* }")
+    done < <("$PY" -m fairseq_nas.report.claim baselines --space "$SPACE" --specs "$BASELINES" $share --print)
+    CLAIM="$WORK/claim"
+}
+st_baselines() {
+    local i args
+    for i in "${!BASELINE_NAMES[@]}"; do
+        words args "${BASELINE_ARGS[$i]}"
+        run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" "${args[@]}" --dropout 0.3 --attention-dropout 0.1 \
+            "${OPTIM[@]}" --max-update "$SCRATCH_UPDATES" --save-dir "$CLAIM/${BASELINE_NAMES[$i]}/baseline" \
+            --no-epoch-checkpoints "${DIST[@]}" "${X_SUPERNET[@]}"
+    done
+    # each baseline's architecture as a subnet (baseline.json) and the names, for the report
+    run_to "$CLAIM/baselines.txt" "$PY" -m fairseq_nas.report.claim baselines --space "$SPACE" --specs "$BASELINES" \
+        --out "$CLAIM"
+    mark "$CLAIM/baselines.DONE"
+}
+_checkpoints() {  # _checkpoints MODEL...: every baseline's WORK/claim/NAME/MODEL/checkpoint_best.pt
+    local n m; for n in "${BASELINE_NAMES[@]}"; do for m in "$@"; do echo "$CLAIM/$n/$m/checkpoint_best.pt"; done; done
+}
+st_baseline_latency() {
+    local cks; mapfile -t cks < <(_checkpoints baseline)
+    run "$NAS" latency --checkpoints "${cks[@]}" --dict "$DATA" --device "$DEVICE" --src-len "$SRC_LEN" \
+        --out "$CLAIM/baseline-latency.jsonl" "${X_LATENCY[@]}"
+}
+st_claim_search() {
+    local d="$CLAIM/$B" opts=()
+    [[ -z "$MAX_PARAMS" ]] || opts+=(--max-params "$MAX_PARAMS")
+    [[ ! -s "$d/search/search.jsonl" ]] || opts+=(--resume)
+    run "$PY" -m fairseq_nas.report.claim limit --latency "$CLAIM/baseline-latency.jsonl" \
+        --checkpoint "$d/baseline/checkpoint_best.pt" --margin "$LATENCY_MARGIN" --out "$d/search.json"
+    local search=("$NAS" search --space "$SPACE" --ranker "$WORK/ranker" --latency-model "$WORK/latency_model")
+    local rest=(--dict "$DATA" --device "$DEVICE" --src-len "$SRC_LEN" --out "$d/search" "${opts[@]}" "${X_SEARCH[@]}")
+    if [[ "$DRY_RUN" == 1 ]]; then  # the limit is known once the baseline is measured: a shell variable
+        echo "limit=\$($(quote "$PY") -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"limit_ms\"])' $(quote "$d/search.json"))"
+        echo "$(quote "${search[@]}") --latency-ms \"\$limit\" $(quote "${rest[@]}")"
+        return 0
+    fi
+    local limit; limit="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["limit_ms"])' "$d/search.json")"
+    run "${search[@]}" --latency-ms "$limit" "${rest[@]}"
+}
+st_claim_export() {
+    run "$NAS" export --supernet "$CKPT" --subnet "$CLAIM/$B/search/best.json" --out "$CLAIM/$B/found.pt"
+    run cp "$CLAIM/$B/search/best.json" "$CLAIM/$B/found.json"
+}
+st_claim_scratch() {
+    run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" --arch nas_subnet --subnet "$CLAIM/$B/found.pt" \
+        "${MODEL_ARGS[@]}" "${OPTIM[@]}" --max-update "$SCRATCH_UPDATES" --save-dir "$CLAIM/$B/scratch" \
+        --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
+    mark "$CLAIM/$B/scratch/DONE"
+}
+st_claim_finetune() {
+    run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" --arch nas_subnet --subnet "$CLAIM/$B/found.pt" \
+        --finetune-from-model "$CLAIM/$B/found.pt" "${MODEL_ARGS[@]}" "${OPTIM[@]}" --max-update "$FINETUNE_UPDATES" \
+        --save-dir "$CLAIM/$B/finetune" --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
+    mark "$CLAIM/$B/finetune/DONE"
+}
+st_claim_evaluate() {
+    local cpu=() m; (( GPUS > 0 )) || cpu=(--cpu)
+    for m in baseline scratch finetune; do
+        run_to "$CLAIM/$B/$m.gen" "$GENERATE" "$DATA" --user-dir "$USER_DIR" --path "$CLAIM/$B/$m/checkpoint_best.pt" \
+            --gen-subset test --beam 5 --batch-size 128 --required-batch-size-multiple 1 --post-process sentencepiece \
+            "${cpu[@]}" "${X_GENERATE[@]}"
+        run "$NAS" bleu "$CLAIM/$B/$m.gen" --lang "$TGT_LANG" --json "$CLAIM/$B/$m.bleu.json"
+    done
+}
+st_claim_latency() {
+    local cks; mapfile -t cks < <(_checkpoints baseline scratch finetune)
+    run "$NAS" latency --checkpoints "${cks[@]}" --dict "$DATA" --device "$DEVICE" --src-len "$SRC_LEN" \
+        --out "$CLAIM/latency.jsonl" "${X_LATENCY[@]}"
+}
+st_claim_report() {
+    run "$PY" -m fairseq_nas.report.claim report "$WORK" --title "fairseq-nas $PROG report"
+}
+claim_run() {
+    stage baselines "$CLAIM/baselines.DONE" st_baselines
+    stage baseline_latency "$CLAIM/baseline-latency.jsonl" st_baseline_latency
+    for B in "${BASELINE_NAMES[@]}"; do
+        stage "search:$B" "$CLAIM/$B/search/best.json" st_claim_search
+        stage "export:$B" "$CLAIM/$B/found.pt" st_claim_export
+        stage "scratch:$B" "$CLAIM/$B/scratch/DONE" st_claim_scratch
+        stage "finetune:$B" "$CLAIM/$B/finetune/DONE" st_claim_finetune
+        stage "evaluate:$B" "$CLAIM/$B/finetune.bleu.json" st_claim_evaluate
+    done
+    stage claim_latency "$CLAIM/latency.jsonl" st_claim_latency
+    stage report "$WORK/REPORT.md" st_claim_report
+}
+
 recipe_run() {
     local start
     start=$(date +%s)
@@ -238,6 +346,13 @@ recipe_run() {
     stage collect "$WORK/collect/DONE" st_collect
     stage rank "$WORK/ranker/DONE" st_rank
     stage latency_model "$WORK/latency_model/DONE" st_latency_model
+    if [[ -n "${BASELINES:-}" ]]; then
+        claim_run
+        [[ "$DRY_RUN" == 1 ]] && return 0
+        say "done in $(elapsed "$start"): ran ${STAGES_RUN[*]:-nothing}; skipped ${STAGES_SKIPPED[*]:-nothing}"
+        echo "  report: $WORK/REPORT.md (one row per baseline: $WORK/comparison.jsonl)"
+        return 0
+    fi
     stage search "$WORK/search/best.json" st_search
     stage export "$WORK/subnet.pt" st_export
     stage finetune "$WORK/finetune/DONE" st_finetune

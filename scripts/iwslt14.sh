@@ -24,7 +24,7 @@ PROG=iwslt14.sh
 usage() {
     cat <<USAGE
 usage: bash scripts/$PROG [--work DIR] [--archive de-en.tgz] [--gpus N] [--device cpu|cuda[:N]]
-           [--latency-ms L] [--max-params P] [--arch ARCH] [--space S] [--dry-run]
+           [--latency-ms L] [--max-params P] [--arch ARCH] [--space S] [--baselines SPECS] [--dry-run]
 
 IWSLT'14 De-En end to end with the papers' settings (joint BPE 10k, ShrinkNAS space).
 ${STAGES_HELP/PREPARE/prepare-iwslt14.sh}
@@ -42,6 +42,12 @@ Options (each can also be set by the environment variable in capitals):
                     supernet_hat_iwslt14, supernet_ranknas_iwslt14)
   --space S         SPACE: the search space, a shipped name or a YAML file (default: the
                     arch's own); the supernet is then trained with --search-space S
+  --baselines SPECS BASELINES: measure the claim (DESIGN.md section 11) instead of one search:
+                    fairseq transformers EMBED:ENC:DEC[,...] inside the space (e.g. 240:6:3,320:6:6
+                    for the ShrinkNAS space), trained from scratch for SCRATCH_UPDATES (40000); one
+                    search per baseline at its measured latency less LATENCY_MARGIN (0.02); the
+                    found architecture from scratch and the found subnet fine-tuned; WORK/REPORT.md
+                    and WORK/comparison.jsonl
   --dry-run         DRY_RUN=1: print the commands (a runnable script) instead of running them
   -h, --help        show this help
 $COMMON_ENV_HELP
@@ -64,6 +70,7 @@ while [[ $# -gt 0 ]]; do
         --max-params) need_value "$@"; MAX_PARAMS="$2"; shift 2 ;;
         --arch) need_value "$@"; ARCH="$2"; shift 2 ;;
         --space) need_value "$@"; SPACE="$2"; shift 2 ;;
+        --baselines) need_value "$@"; BASELINES="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         *) die "unknown option '$arg' (see --help)" ;;
     esac

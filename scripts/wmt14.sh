@@ -27,7 +27,8 @@ PROG=wmt14.sh
 usage() {
     cat <<USAGE
 usage: bash scripts/$PROG [--work DIR] [--archives FOLDER] [--sample-train N] [--gpus N]
-           [--device cpu|cuda[:N]] [--latency-ms L] [--max-params P] [--arch ARCH] [--space S] [--dry-run]
+           [--device cpu|cuda[:N]] [--latency-ms L] [--max-params P] [--arch ARCH] [--space S] [--baselines SPECS]
+           [--dry-run]
 
 WMT'14 En-De end to end with the papers' settings (joint BPE 32k, shared embeddings,
 RankNAS' space).
@@ -47,6 +48,11 @@ Options (each can also be set by the environment variable in capitals):
   --arch ARCH         ARCH: the supernet, supernet_ranknas_wmt14 (default) or supernet_hat_wmt14
   --space S           SPACE: the search space, a shipped name or a YAML file (default: the
                       arch's own); the supernet is then trained with --search-space S
+  --baselines SPECS   BASELINES: measure the claim (DESIGN.md section 11) instead of one search:
+                      fairseq transformers EMBED:ENC:DEC[,...] inside the space, trained from scratch
+                      for SCRATCH_UPDATES (40000); one search per baseline at its measured latency
+                      less LATENCY_MARGIN (0.02); the found architecture from scratch and the found
+                      subnet fine-tuned; WORK/REPORT.md and WORK/comparison.jsonl
   --dry-run           DRY_RUN=1: print the commands (a runnable script) instead of running them
   -h, --help          show this help
 $COMMON_ENV_HELP
@@ -70,6 +76,7 @@ while [[ $# -gt 0 ]]; do
         --max-params) need_value "$@"; MAX_PARAMS="$2"; shift 2 ;;
         --arch) need_value "$@"; ARCH="$2"; shift 2 ;;
         --space) need_value "$@"; SPACE="$2"; shift 2 ;;
+        --baselines) need_value "$@"; BASELINES="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         *) die "unknown option '$arg' (see --help)" ;;
     esac

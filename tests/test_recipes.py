@@ -231,3 +231,40 @@ def test_help(name):
     assert proc.returncode == 0 and proc.stdout.startswith("usage:")
     for word in ("--work", "--gpus", "--latency-ms", "--dry-run", "DRY_RUN", "SAMPLER_ARGS", "LAUNCHER"):
         assert word in proc.stdout, word
+
+
+def test_baselines_run_the_claim_protocol(tmp_path):
+    """--baselines: transformers inside the space trained from scratch, timed, one search per
+    baseline at its measured latency less the margin, the found architecture from scratch and the
+    found subnet fine-tuned, every trained model timed together, and the report."""
+    proc = _recipe("iwslt14.sh", "--baselines", "240:6:3,320:6:6", work=tmp_path / "w", SCRATCH_UPDATES=40,
+                   FINETUNE_UPDATES=10)
+    stages = [line.split()[2] for line in proc.stdout.splitlines() if line.startswith("# stage ")]
+    per = ["search", "export", "scratch", "finetune", "evaluate"]
+    names = ["transformer-240d-6x3", "transformer-320d-6x6"]
+    assert stages == ["data", "supernet", "latency", "collect", "rank", "latency_model", "baselines",
+                      "baseline_latency"] + [f"{s}:{n}" for n in names for s in per] + ["claim_latency", "report"]
+    subprocess.run(["bash", "-n"], input=proc.stdout, text=True, check=True)  # still a runnable script
+    cmds = [[a.replace("$limit", "50.0") for a in c] for c in _commands(proc.stdout)]
+    trains = [c for c in cmds if _tool(c) == "fairseq-train"]
+    base = [c for c in trains if "transformer" in c]
+    assert len(base) == 2 and all("--max-update" in c and c[c.index("--max-update") + 1] == "40" for c in base)
+    assert all("--encoder-normalize-before" in c and "--dropout" in c for c in base)
+    scratch = [c for c in trains if "nas_subnet" in c and "--finetune-from-model" not in c]
+    assert len(scratch) == 2 and all(c[c.index("--max-update") + 1] == "40" for c in scratch)
+    searches = [c for c in cmds if c[1:2] == ["search"]]
+    assert len(searches) == 2 and all(c[c.index("--latency-ms") + 1] == "50.0" for c in searches)
+    lat = [c for c in cmds if c[1:2] == ["latency"] and "--checkpoints" in c]
+    assert len(lat) == 2 and sum(a.endswith("checkpoint_best.pt") for a in lat[1]) == 6
+    to_parse = [c for c in cmds if _tool(c) in ("fairseq-train", "fairseq-generate", "fairseq-nas")]
+    parsed = subprocess.run([sys.executable, "-c", PARSE], input=json.dumps(to_parse), capture_output=True, text=True,
+                            env=env(), cwd=REPO, timeout=300)
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    results = json.loads(parsed.stdout[parsed.stdout.rindex("RESULTS") + len("RESULTS"):])
+    assert all("error" not in r for r in results), [r for r in results if "error" in r]
+    bad = _recipe("iwslt14.sh", "--baselines", "999:6:3", work=tmp_path / "w2", check=False)
+    assert bad.returncode == 2 and "embed_dim 999 is not in space shrinknas_iwslt14" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    few = _recipe("iwslt14.sh", "--baselines", "240:6:3", work=tmp_path / "w3", check=False, SCRATCH_UPDATES=100,
+                  FINETUNE_UPDATES=100)
+    assert few.returncode == 2 and "must be fewer than SCRATCH_UPDATES" in few.stderr

@@ -9,6 +9,7 @@ Two claims per baseline, each its own column:
    reaches at least the from-scratch BLEU of claim 1.
 
     python -m fairseq_nas.report.claim baselines --space S --specs 96:3:1,128:3:2 --out DIR
+    python -m fairseq_nas.report.claim limit --latency L.jsonl --checkpoint CK --margin 0.02 --out search.json
     python -m fairseq_nas.report.claim report OUT
 
 `baselines` writes, per baseline, DIR/NAME/baseline.json (its architecture as a subnet of the
@@ -68,9 +69,13 @@ class Baseline:
                 "decoder": {"embed_dim": self.embed_dim,
                             "layers": [dict(layer, enc_attn_layers=1)] * self.decoder_layers}}
 
-    def fairseq_args(self) -> list[str]:
+    def fairseq_args(self, share_all_embeddings: bool = True) -> list[str]:
+        """fairseq-train's arguments of this transformer; without `share_all_embeddings` (separate
+        dictionaries, as a supernet trained without it has) the decoder's input and output
+        embeddings are still tied, as nas_subnet ties them."""
         e, f, h = str(self.embed_dim), str(self.ffn_dim), str(self.heads)
-        return ["--arch", "transformer", "--share-all-embeddings", "--encoder-normalize-before",
+        share = "--share-all-embeddings" if share_all_embeddings else "--share-decoder-input-output-embed"
+        return ["--arch", "transformer", share, "--encoder-normalize-before",
                 "--decoder-normalize-before", "--activation-fn", "relu",
                 "--encoder-embed-dim", e, "--decoder-embed-dim", e, "--encoder-ffn-embed-dim", f,
                 "--decoder-ffn-embed-dim", f, "--encoder-attention-heads", h, "--decoder-attention-heads", h,
@@ -104,7 +109,7 @@ def check_in_space(baseline: Baseline, space) -> None:
     space.validate_subnet(Subnet.from_dict(baseline.subnet()), source=f"baseline {baseline.name}")
 
 
-def write_baselines(space_arg: str, specs: str, out: Path) -> list[Baseline]:
+def write_baselines(space_arg: str, specs: str, out: Path, share_all_embeddings: bool = True) -> list[Baseline]:
     from fairseq_nas.space import load_space
 
     space = load_space(space_arg)
@@ -115,8 +120,25 @@ def write_baselines(space_arg: str, specs: str, out: Path) -> list[Baseline]:
         d = out / b.name
         d.mkdir(parents=True, exist_ok=True)
         _atomic(d / "baseline.json", json.dumps(b.subnet()) + "\n")
-        _atomic(d / "baseline.args", "\n".join(b.fairseq_args()) + "\n")
+        _atomic(d / "baseline.args", "\n".join(b.fairseq_args(share_all_embeddings)) + "\n")
     return baselines
+
+
+def write_limit(latency: Path, checkpoint: Path, margin: float, out: Path) -> float:
+    """OUT (search.json) = {baseline_ms, margin, limit_ms}: the baseline checkpoint's measured
+    latency (a row of `latency --checkpoints`) less `margin`; returns limit_ms."""
+    if not 0 <= margin < 1:
+        raise FairseqNasError(f"--margin: expected a share in [0, 1), got {margin}")
+    rows = {str(Path(r["checkpoint"]).resolve()): r for r in _jsonl(latency) if "checkpoint" in r}
+    row = rows.get(str(checkpoint.resolve()))
+    if row is None:
+        raise FairseqNasError(f"{latency}: no row for checkpoint {checkpoint} (measure it with "
+                              "`fairseq-nas latency --checkpoints`)")
+    ms = float(row["latency_ms"])
+    limit = round(ms * (1 - margin), 3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(out, json.dumps({"baseline_ms": ms, "margin": margin, "limit_ms": limit}) + "\n")
+    return limit
 
 
 # --- reading a run -------------------------------------------------------------------------------
@@ -331,7 +353,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     b = sub.add_parser("baselines", help="write each baseline's subnet JSON and fairseq-train arguments")
     b.add_argument("--space", required=True)
     b.add_argument("--specs", required=True, help="EMBED:ENC:DEC[:FFN_RATIO[:HEADS]],... e.g. 96:3:1,128:3:2")
-    b.add_argument("--out", required=True, help="folder; one sub-folder per baseline")
+    b.add_argument("--out", help="folder; one sub-folder per baseline")
+    b.add_argument("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=True,
+                   help="the transformers share all embeddings, as the supernet must then (default: yes)")
+    b.add_argument("--print", dest="print_args", action="store_true",
+                   help="write nothing: print 'NAME ARG ARG ...' per baseline (the recipes' dry runs)")
+    lim = sub.add_parser("limit", help="a baseline's search limit: its measured latency less the margin")
+    lim.add_argument("--latency", required=True, help="`fairseq-nas latency --checkpoints` rows (JSON lines)")
+    lim.add_argument("--checkpoint", required=True, help="the baseline's checkpoint, as measured")
+    lim.add_argument("--margin", type=float, default=0.02, help="share taken off (default 0.02)")
+    lim.add_argument("--out", required=True, help="search.json: baseline_ms, margin, limit_ms (printed too)")
     r = sub.add_parser("report", help="comparison.jsonl, plots/claim.png and REPORT.md of a run")
     r.add_argument("out")
     r.add_argument("--title", default="fairseq-nas report")
@@ -339,8 +370,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "baselines":
-            for bl in write_baselines(args.space, args.specs, Path(args.out)):
+            if args.print_args:
+                from fairseq_nas.space import load_space
+
+                space = load_space(args.space)
+                for bl in parse_baselines(args.specs):
+                    check_in_space(bl, space)
+                    print(" ".join([bl.name, *bl.fairseq_args(args.share_all_embeddings)]))
+                return 0
+            if not args.out:
+                raise FairseqNasError("baselines: give --out DIR (or --print)")
+            for bl in write_baselines(args.space, args.specs, Path(args.out), args.share_all_embeddings):
                 print(bl.name)
+            return 0
+        if args.cmd == "limit":
+            print(write_limit(Path(args.latency), Path(args.checkpoint), args.margin, Path(args.out)))
             return 0
         rows = write_report(Path(args.out), args.title, args.preamble)
     except FairseqNasError as e:
