@@ -155,7 +155,7 @@ def test_rank_latency_target_fits_a_latency_model_that_search_accepts(tmp_path, 
     assert main(["rank", str(rows_path), "--target", "latency_ms", "--baseline", "regression",
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "latency model: LightGBM latency model on latency_ms" in text and "within 10%" in text
+    assert "latency model: linear + GBDT latency model on latency_ms" in text and "within 10%" in text
     model = load_ranker(out / "ranker")
     assert isinstance(model, LatencyModel)
     metrics = json.loads((out / "metrics.json").read_text())["models"]["latency"]

@@ -22,7 +22,7 @@ OBJECTIVES = {
     "lambdarank": ("LambdaRanker", "LambdaRank GBDT (AceNAS)"),
     "regression": ("GBDTRegressor", "GBDT regression"),
     "mlp": ("MLPRegressor", "MLP regression (HAT)"),
-    "latency": ("LatencyModel", "LightGBM latency model"),
+    "latency": ("LatencyModel", "linear + GBDT latency model"),
 }
 BASELINE = "regression"
 LATENCY_BASELINE = "mlp"  # HAT's latency predictor
