@@ -17,7 +17,8 @@ sacreBLEU with its signature), measured latency, params and updates, whether eac
 the compute of each path; and three checks of the search itself: how the latency model ranks
 the measured candidates near each limit (Kendall tau, and how often it was right about meeting
 the limit), which groups pruning fixed, and how well inherited-weight loss ranked the found
-subnets after fine-tuning. Every stage resumes (rerun the same command after a kill).
+subnets (and of the baselines' architectures as subnets) after training. Every stage resumes
+(rerun the same command after a kill).
 """
 from __future__ import annotations
 
@@ -88,48 +89,53 @@ def latency_model_near_limit(run: Path, limit: float) -> dict:
             "mean_abs_error_pct": 100 * sum(abs(p - m) / m for p, m in zip(pred, meas)) / len(rows)}
 
 
-def inherited_vs_finetuned(out: Path, names: list[str]) -> dict:
-    """Kendall tau between the found subnets' inherited-weight valid loss (the search's score is
-    fit on it) and their valid loss after fine-tuning; over the found subnets only (few points)."""
+def _bin(tool: str) -> str:
+    """A console script of this Python's environment (the benchmark may run without .venv/bin on PATH)."""
+    here = Path(sys.executable).parent / tool
+    return str(here) if here.is_file() else tool
+
+
+def valid_loss(data: Path, checkpoint: Path) -> float:
+    """fairseq-validate's label-smoothed valid loss (base 2) of a checkpoint."""
+    proc = subprocess.run([_bin("fairseq-validate"), str(data), "--user-dir", str(REPO / "fairseq_nas"), "--path",
+                           str(checkpoint), "--task", "translation", "--valid-subset", "valid", "--max-tokens", "4096",
+                           "--cpu", "--required-batch-size-multiple", "1", "--num-workers", "0"],
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for line in reversed((proc.stdout + proc.stderr).splitlines()):
+        if "| loss " in line:
+            return float(line.split("| loss ")[1].split()[0])
+    raise RuntimeError(f"fairseq-validate {checkpoint} printed no loss:\n{proc.stderr[-2000:]}")
+
+
+def inheritance_ranking(data: Path, out: Path, names: list[str]) -> dict:
+    """Does inherited-weight loss (what the ranker is fit on) rank subnets as training them does?
+    Over the found subnets and the baselines' architectures as subnets of the supernet: valid
+    loss with inherited weights (exported, untrained) against valid loss after training (the
+    found subnet fine-tuned; the baseline transformer from scratch). Kendall tau over all of
+    them, and over the found subnets alone."""
     from scipy.stats import kendalltau
 
-    pairs = []
+    supernet = out / "supernet" / "checkpoint_last.pt"
+    rows = []
     for n in names:
         run = out / "claim" / n
-        best = json.loads((run / "search" / "best.json").read_text()) if (run / "search" / "best.json").is_file() \
-            else None
-        ft = _best_valid_loss(run / "finetune.log")
-        inh = _first_valid_loss(run / "finetune.log")
-        if best is not None and ft is not None and inh is not None:
-            pairs.append((inh, ft))
-    if len(pairs) < 2:
-        return {"subnets": len(pairs)}
-    tau = kendalltau([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-    return {"subnets": len(pairs), "kendall_tau": None if tau != tau else tau, "pairs": pairs}
+        base_inh = run / "baseline-inherited.pt"
+        if not base_inh.is_file():
+            subprocess.run([_bin("fairseq-nas"), "export", "--supernet", str(supernet), "--subnet",
+                            str(run / "baseline.json"), "--out", str(base_inh)], check=True, capture_output=True)
+        for kind, inherited, trained in (("found", run / "found.pt", run / "finetune" / "checkpoint_best.pt"),
+                                         ("baseline", base_inh, run / "baseline" / "checkpoint_best.pt")):
+            rows.append({"limit": n, "subnet": kind, "inherited_loss": valid_loss(data, inherited),
+                         "trained_loss": valid_loss(data, trained)})
 
+    def tau(rs):
+        if len(rs) < 2:
+            return None
+        t = kendalltau([r["inherited_loss"] for r in rs], [r["trained_loss"] for r in rs]).statistic
+        return None if t != t else round(float(t), 3)
 
-def _valid_losses(log: Path) -> list[float]:
-    out = []
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        if '"valid"' in line or "valid on 'valid'" in line:
-            i = line.find("{")
-            try:
-                out.append(float(json.loads(line[i:])["valid_loss"]))
-            except (ValueError, KeyError):
-                continue
-    return out
-
-
-def _best_valid_loss(log: Path):
-    v = _valid_losses(log)
-    return min(v) if v else None
-
-
-def _first_valid_loss(log: Path):
-    """The inherited weights' valid loss: fine-tuning validates first after its first epoch, so
-    this is the nearest logged figure (the collect rows hold the exact one for sampled subnets)."""
-    v = _valid_losses(log)
-    return v[0] if v else None
+    return {"rows": rows, "kendall_tau_all": tau(rows),
+            "kendall_tau_found": tau([r for r in rows if r["subnet"] == "found"])}
 
 
 def main(argv=None) -> int:
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
             r["name"]: latency_model_near_limit(out / "claim" / r["name"], r["search_limit_ms"]) for r in rows},
         "pruning_fixed": json.loads((out / "ranker" / "fixed.json").read_text())
         if (out / "ranker" / "fixed.json").is_file() else None,
-        "inherited_vs_finetuned": inherited_vs_finetuned(out, names),
+        "inheritance_ranking": inheritance_ranking(data, out, names),
     }
     summary = {"rows": rows, "checks": checks, "seconds_this_call": round(seconds),
                "compute": _jsonl(out / "claim" / "compute.jsonl"), "env": {k: env[k] for k in SIZES["full"]}}

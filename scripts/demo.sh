@@ -35,12 +35,12 @@ USER_DIR="$REPO/fairseq_nas"
 # defaults() sets each NAME=VALUE only where the environment has not set NAME
 defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) defaults TRAIN=6000 SUPER_UPDATES=600 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=50 LAT_RUNS=20 \
-                  N_COLLECT=60 EVAL_SENTS=150 GENS=12 POP=40 PARENTS=10 MUT=15 CROSS=15 SCRATCH_UPDATES=400 \
-                  FT_UPDATES=100 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 ;;
+  small) defaults TRAIN=6000 SUPER_UPDATES=250 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
+                  N_COLLECT=40 EVAL_SENTS=100 GENS=10 POP=30 PARENTS=8 MUT=11 CROSS=11 SCRATCH_UPDATES=250 \
+                  FT_UPDATES=60 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 LAT_ROUNDS=5 ;;
   tiny)  defaults TRAIN=800 SUPER_UPDATES=40 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
                   N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 SCRATCH_UPDATES=12 FT_UPDATES=6 \
-                  TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:2,128:3:3 ;;
+                  TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:2,128:3:3 LAT_ROUNDS=3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
 defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=5e-4 PRUNE=0
@@ -71,7 +71,7 @@ if [ -n "${DATA_BIN:-}" ]; then
 else
   DATA="$OUT/data/data-bin"
 fi
-LAT_COMMON=(--dict "$DATA" --runs "$LAT_RUNS" --warmup 2 --threads 1 --no-progress)
+LAT_COMMON=(--dict "$DATA" --runs "$LAT_RUNS" --rounds "$LAT_ROUNDS" --warmup 2 --threads 1 --no-progress)
 
 # compute RUN STAGE NAME UPDATES PASSES SECONDS: one row of OUT/claim/compute.jsonl
 compute() { printf '{"stage": "%s", "name": "%s", "updates": %s, "passes": %s, "seconds": %s}\n' "$@" \
@@ -168,8 +168,8 @@ stage "7. search once per baseline, its measured latency less ${LATENCY_MARGIN} 
 search_space="$SPACE"; [ "$PRUNE" = 1 ] && [ -f "$OUT/ranker/pruned_space.yaml" ] && search_space="$OUT/ranker/pruned_space.yaml"
 search() {  # search SPACE_FILE NAME LIMIT
   fairseq-nas search --space "$1" --feature-space "$SPACE" --ranker "$OUT/ranker" \
-      --latency-model "$OUT/latency_model" --latency-ms "$3" --dict "$DATA" --threads 1 \
-      --runs "$LAT_RUNS" --warmup 2 --top-k "$TOPK" --generations "$GENS" --population "$POP" \
+      --latency-model "$OUT/latency_model" --latency-ms "$3" --dict "$DATA" --threads 1 --no-progress \
+      --runs "$LAT_RUNS" --rounds "$LAT_ROUNDS" --warmup 2 --top-k "$TOPK" --generations "$GENS" --population "$POP" \
       --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/claim/$2/search" --resume \
       2>&1 | tee "$OUT/claim/$2/search.log" | tail -4  # pipefail: the status is the search's
 }
@@ -184,8 +184,9 @@ EOF
   limit=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['limit_ms'])" "$run/search.json")
   echo "  $n: limit $limit ms"
   if ! have "$run/search/best.json"; then
-    if ! search "$search_space" "$n" "$limit"; then
-      grep -q "no subnet meets the limit" "$run/search.log" && [ "$search_space" != "$SPACE" ] \
+    rc=0; search "$search_space" "$n" "$limit" || rc=$?
+    if (( rc != 0 )); then  # exit status 3: no subnet of that space meets the limit
+      (( rc == 3 )) && [ "$search_space" != "$SPACE" ] \
         || { echo "demo.sh: error: search for $n failed; see $run/search.log" >&2; exit 1; }
       echo "    the pruned space cannot meet the limit (its fixed values are too slow): searching the full space"
       rm -rf "$run/search"
