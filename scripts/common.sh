@@ -208,21 +208,25 @@ st_search() {
 st_export() {
     run "$NAS" export --supernet "$CKPT" --subnet "$WORK/search/best.json" --out "$WORK/subnet.pt"
 }
-st_finetune() {
-    run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" --arch nas_subnet --subnet "$WORK/subnet.pt" \
-        --finetune-from-model "$WORK/subnet.pt" "${MODEL_ARGS[@]}" "${OPTIM[@]}" --max-update "$FINETUNE_UPDATES" \
-        --save-dir "$WORK/finetune" --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
-    mark "$WORK/finetune/DONE"
+# _finetune SUBNET.pt SAVE_DIR: fine-tune an exported subnet from its inherited weights.
+_finetune() {
+    run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" --arch nas_subnet --subnet "$1" \
+        --finetune-from-model "$1" "${MODEL_ARGS[@]}" "${OPTIM[@]}" --max-update "$FINETUNE_UPDATES" \
+        --save-dir "$2" --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
+    mark "$2/DONE"
 }
-st_evaluate() {
+st_finetune() { _finetune "$WORK/subnet.pt" "$WORK/finetune"; }
+# _evaluate CHECKPOINT GEN_OUT BLEU_JSON: translate the test set (beam 5) and score it.
+_evaluate() {
     local cpu=(); (( GPUS > 0 )) || cpu=(--cpu)
     # --required-batch-size-multiple 1: with fairseq's default 8, fairseq-generate drops the last
     # batch when it is not a multiple of 8 (fairseq issue #5036): 6 of IWSLT's 6750 test sentences.
-    run_to "$WORK/gen.out" "$GENERATE" "$DATA" --user-dir "$USER_DIR" --path "$WORK/finetune/checkpoint_best.pt" \
+    run_to "$2" "$GENERATE" "$DATA" --user-dir "$USER_DIR" --path "$1" \
         --gen-subset test --beam 5 --batch-size 128 --required-batch-size-multiple 1 --post-process sentencepiece \
         "${cpu[@]}" "${X_GENERATE[@]}"
-    run "$NAS" bleu "$WORK/gen.out" --lang "$TGT_LANG" --json "$WORK/bleu.json"
+    run "$NAS" bleu "$2" --lang "$TGT_LANG" --json "$3"
 }
+st_evaluate() { _evaluate "$WORK/finetune/checkpoint_best.pt" "$WORK/gen.out" "$WORK/bleu.json"; }
 
 # ---- the claim (DESIGN.md section 11), with --baselines: fairseq transformers of several sizes,
 # each inside the space, trained from scratch for SCRATCH_UPDATES; the supernet searched once
@@ -294,19 +298,11 @@ st_claim_scratch() {
         --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
     mark "$CLAIM/$B/scratch/DONE"
 }
-st_claim_finetune() {
-    run "${LAUNCH[@]}" "$TRAIN" "$DATA" --user-dir "$USER_DIR" --arch nas_subnet --subnet "$CLAIM/$B/found.pt" \
-        --finetune-from-model "$CLAIM/$B/found.pt" "${MODEL_ARGS[@]}" "${OPTIM[@]}" --max-update "$FINETUNE_UPDATES" \
-        --save-dir "$CLAIM/$B/finetune" --no-epoch-checkpoints "${DIST[@]}" "${X_FINETUNE[@]}"
-    mark "$CLAIM/$B/finetune/DONE"
-}
+st_claim_finetune() { _finetune "$CLAIM/$B/found.pt" "$CLAIM/$B/finetune"; }
 st_claim_evaluate() {
-    local cpu=() m; (( GPUS > 0 )) || cpu=(--cpu)
+    local m
     for m in baseline scratch finetune; do
-        run_to "$CLAIM/$B/$m.gen" "$GENERATE" "$DATA" --user-dir "$USER_DIR" --path "$CLAIM/$B/$m/checkpoint_best.pt" \
-            --gen-subset test --beam 5 --batch-size 128 --required-batch-size-multiple 1 --post-process sentencepiece \
-            "${cpu[@]}" "${X_GENERATE[@]}"
-        run "$NAS" bleu "$CLAIM/$B/$m.gen" --lang "$TGT_LANG" --json "$CLAIM/$B/$m.bleu.json"
+        _evaluate "$CLAIM/$B/$m/checkpoint_best.pt" "$CLAIM/$B/$m.gen" "$CLAIM/$B/$m.bleu.json"
     done
 }
 st_claim_latency() {

@@ -183,7 +183,6 @@ def read_subnets(path: Union[str, Path], space: SearchSpace) -> list[Subnet]:
     p = Path(path)
     if not p.is_file():
         raise FairseqNasError(f"--subnets {p}: no such file (expected JSON lines of subnets)")
-    out = []
     text = p.read_text(encoding="utf-8")
     try:  # one (pretty-printed) JSON document: a subnet, e.g. the search's best.json, or a list of them
         whole = json.loads(text)
@@ -191,24 +190,18 @@ def read_subnets(path: Union[str, Path], space: SearchSpace) -> list[Subnet]:
         whole = None
     if isinstance(whole, (dict, list)) and "\n" in text.strip():
         items = whole if isinstance(whole, list) else [whole]
-        for i, obj in enumerate(items):
-            source = f"{p}[{i}]" if isinstance(whole, list) else str(p)
-            if isinstance(obj, dict) and "subnet" in obj:
-                obj = obj["subnet"]
-            subnet = Subnet.from_dict(obj, source)
-            space.validate_subnet(subnet, source)
-            out.append(subnet)
-        if not out:
-            raise FairseqNasError(f"--subnets {p}: no subnets in the file")
-        return out
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        source = f"{p}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SpaceError(source, "<json>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+        entries = [(f"{p}[{i}]" if isinstance(whole, list) else str(p), obj) for i, obj in enumerate(items)]
+    else:
+        entries = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append((f"{p}:{i}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise SpaceError(f"{p}:{i}", "<json>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+    out = []
+    for source, obj in entries:
         if isinstance(obj, dict) and "subnet" in obj:
             obj = obj["subnet"]
         subnet = Subnet.from_dict(obj, source)

@@ -346,6 +346,14 @@ def write_report(out: Path, title: str = "fairseq-nas report", preamble: str = "
     return rows
 
 
+def print_summary(rows: list[dict[str, Any]], out: Path) -> None:
+    """The verdict and the table on stdout, and where the files are."""
+    print("\n".join(verdict_lines(rows)))
+    print()
+    print(table(rows))
+    print(f"\nreport: {out / 'REPORT.md'}; one row per limit: {out / 'comparison.jsonl'}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     quiet_logging()
     ap = argparse.ArgumentParser(prog="python -m fairseq_nas.report.claim", description=__doc__.split("\n\n")[0])
@@ -390,10 +398,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except FairseqNasError as e:
         print(f"claim: error: {e}", file=sys.stderr)
         return 2
-    print("\n".join(verdict_lines(rows)))
-    print()
-    print(table(rows))
-    print(f"\nreport: {Path(args.out) / 'REPORT.md'}; rows: {Path(args.out) / 'comparison.jsonl'}")
+    print_summary(rows, Path(args.out))
     return 0
 
 

@@ -131,7 +131,7 @@ def write_report(out: Path, seconds: Optional[int] = None, data: Optional[str] =
 
 def main(argv: Optional[list[str]] = None) -> int:
     quiet_logging()
-    from fairseq_nas.report.claim import table, verdict_lines
+    from fairseq_nas.report.claim import print_summary
 
     ap = argparse.ArgumentParser(description="Write OUT/REPORT.md and OUT/comparison.jsonl for a demo run.")
     ap.add_argument("out")
@@ -142,10 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--ft-updates", type=int)
     args = ap.parse_args(argv)
     rows = write_report(Path(args.out), args.seconds, args.data, args.space, args.scratch_updates, args.ft_updates)
-    print("\n".join(verdict_lines(rows)))
-    print()
-    print(table(rows))
-    print(f"\nreport: {Path(args.out) / 'REPORT.md'}; one row per limit: {Path(args.out) / 'comparison.jsonl'}")
+    print_summary(rows, Path(args.out))
     return 0
 
 
