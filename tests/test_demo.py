@@ -18,7 +18,7 @@ def test_tiny_demo_produces_every_artifact_and_the_report(tmp_path):
                           env=e, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = (out / "claim" / "baselines.txt").read_text().split()
-    assert names == ["transformer-128d-3x2", "transformer-128d-3x3"]
+    assert names == ["transformer-128d-3x3"]  # one limit in the smoke run (make demo uses two)
     for name in ("supernet/checkpoint_last.pt", "latency.jsonl", "archs.jsonl", "ranker/ranker/ranker.json",
                  "latency_model/ranker/ranker.json", "claim/baseline-latency.jsonl", "claim/latency.jsonl",
                  "claim/compute.jsonl", "comparison.jsonl", "REPORT.md"):
