@@ -150,3 +150,18 @@ def test_report_reads_a_run_and_writes_rows_plot_and_verdict(tmp_path):
     assert report.index("Claim 2") < report.index("![BLEU against measured latency]")
     assert "FAILS at every limit" in report and "fine-tuned BLEU 21.00 at 48.50 ms" in report
     assert (tmp_path / "plots" / "claim.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_limit_is_the_measured_baseline_latency_less_the_margin(tmp_path):
+    from fairseq_nas.report.claim import write_limit
+
+    ck = tmp_path / "b" / "checkpoint_best.pt"
+    lat = tmp_path / "lat.jsonl"
+    lat.write_text(json.dumps({"checkpoint": str(ck), "latency_ms": 50.0}) + "\n")
+    assert write_limit(lat, ck, 0.02, tmp_path / "search.json") == 49.0
+    assert json.loads((tmp_path / "search.json").read_text()) == {"baseline_ms": 50.0, "margin": 0.02,
+                                                                   "limit_ms": 49.0}
+    with pytest.raises(FairseqNasError, match="no row for checkpoint"):
+        write_limit(lat, tmp_path / "other.pt", 0.02, tmp_path / "s2.json")
+    with pytest.raises(FairseqNasError, match="--margin"):
+        write_limit(lat, ck, 1.5, tmp_path / "s3.json")
