@@ -11,28 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from fairseq_nas.report.claim import _fmt, quiet_logging
+from fairseq_nas.report.claim import _fmt, _json, _jsonl, quiet_logging
 
 PLOTS = (("pareto-*.png", "Search: candidates, Pareto front, measured top K"),
          ("importance.png", "Permutation feature importance"),
          ("dss_divergence.png", "Subnet divergence before/after each shrink"),
          ("dss_losses.png", "Training and validation losses"))
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _json(path: Path) -> Optional[Any]:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _canon(subnet: dict) -> str:
-    from fairseq_nas.space import Subnet
-
-    return Subnet.from_dict(subnet).to_json()
 
 
 def describe(subnet: dict) -> str:
