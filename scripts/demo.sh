@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole fairseq-nas pipeline on the generated demo corpus, sized for a 2-core CPU, and the
 # tool's claim measured (DESIGN.md section 11): fairseq `transformer` baselines of several sizes,
-# each inside the search space; one supernet (with DSS), searched once per baseline with the
+# each inside the search space; one supernet (SAMPLER: sandwich, dss or uniform), searched once per baseline with the
 # baseline's own measured latency as the limit; then, per baseline,
 #   claim 1: the found architecture trained from scratch for SCRATCH_UPDATES beats the baseline
 #            trained from scratch for the same updates, at no more measured latency;
@@ -44,6 +44,8 @@ case "${DEMO_SIZE:-small}" in
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
 defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=5e-4 PRUNE=0
+case "$SAMPLER" in dss|uniform|sandwich) ;;
+  *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;; esac
 (( FT_UPDATES < SCRATCH_UPDATES )) \
   || { echo "demo.sh: error: FT_UPDATES=$FT_UPDATES must be fewer than SCRATCH_UPDATES=$SCRATCH_UPDATES (claim 2)" >&2; exit 2; }
 
