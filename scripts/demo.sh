@@ -43,9 +43,10 @@ case "${DEMO_SIZE:-small}" in
                   TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:3 LAT_ROUNDS=3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
-defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=5e-4 PRUNE=0
+defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=1e-3 PRUNE=0
 case "$SAMPLER" in dss|uniform|sandwich) ;;
   *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;; esac
+defaults FT_WARMUP=$(( FT_UPDATES / 4 > 10 ? FT_UPDATES / 4 : 10 ))
 (( FT_UPDATES < SCRATCH_UPDATES )) \
   || { echo "demo.sh: error: FT_UPDATES=$FT_UPDATES must be fewer than SCRATCH_UPDATES=$SCRATCH_UPDATES (claim 2)" >&2; exit 2; }
 
@@ -122,6 +123,7 @@ case "$SAMPLER" in
   *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;;
 esac
 supernet_job() {
+  [ -e "$OUT/supernet/done" ] && return 0  # before the redirect below, which would empty the log
   timed supernet "$SAMPLER" "$SUPER_UPDATES" "$PASSES" "$OUT/supernet/done" \
     fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --task supernet_translation --arch supernet --search-space "$SPACE" \
       --share-all-embeddings "${SAMPLER_ARGS[@]}" --max-update "$SUPER_UPDATES" --save-dir "$OUT/supernet" > "$OUT/supernet/train.log" 2>&1 \
@@ -129,6 +131,7 @@ supernet_job() {
 }
 baseline_job() {
   local run="$OUT/claim/$1" args
+  [ -e "$run/baseline/done" ] && return 0  # a finished job keeps its log
   mapfile -t args < "$run/baseline.args"
   timed "baseline training" "$1" "$SCRATCH_UPDATES" 1 "$run/baseline/done" \
     fairseq-train "$DATA" "${TRAIN_COMMON[@]}" "${args[@]}" --max-update "$SCRATCH_UPDATES" \
@@ -200,6 +203,7 @@ done
 stage "8. the found architectures from scratch ($SCRATCH_UPDATES updates) and the found subnets fine-tuned ($FT_UPDATES updates)"
 second_job() {
   local n="${1#*:}" run="$OUT/claim/${1#*:}"
+  [ -e "$run/${1%%:*}/done" ] && return 0  # a finished job keeps its log
   if [ "${1%%:*}" = scratch ]; then
     timed "found architecture from scratch" "$n" "$SCRATCH_UPDATES" 1 "$run/scratch/done" \
       fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$run/found.pt" \
@@ -208,12 +212,14 @@ second_job() {
   else
     timed "found subnet fine-tuning" "$n" "$FT_UPDATES" 1 "$run/finetune/done" \
       fairseq-train "$DATA" "${TRAIN_COMMON[@]}" --arch nas_subnet --subnet "$run/found.pt" \
-        --finetune-from-model "$run/found.pt" --max-update "$FT_UPDATES" --lr "$FT_LR" --warmup-updates 10 \
+        --finetune-from-model "$run/found.pt" --max-update "$FT_UPDATES" --lr "$FT_LR" --warmup-updates "$FT_WARMUP" \
         --save-dir "$run/finetune" > "$run/finetune.log" 2>&1 \
       || { echo "demo.sh: error: fine-tuning $n's found subnet failed; see $run/finetune.log" >&2; return 1; }
   fi
 }
-jobs2=(); for n in "${NAMES[@]}"; do jobs2+=("scratch:$n"); done; for n in "${NAMES[@]}"; do jobs2+=("finetune:$n"); done
+# longest first (the baselines are listed smallest first), so the two slots end together
+jobs2=(); for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do jobs2+=("scratch:${NAMES[i]}"); done
+for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do jobs2+=("finetune:${NAMES[i]}"); done
 parallel second_job "${jobs2[@]}"
 
 stage "9. translate the test set (beam 5) and score"

@@ -2,6 +2,7 @@
 exactly, fails clearly when infeasible, and evolution beats random search."""
 from __future__ import annotations
 
+import argparse
 import json
 import random
 
@@ -226,15 +227,32 @@ def test_measurement_walks_down_the_ranking_only_when_no_finalist_meets_the_limi
     assert len(measure_until_one_meets(cands[:3], cands[3:], None, 9, measure)) == 3  # no limit: top K only
 
 
-def test_equal_scores_are_ordered_by_predicted_latency(space):
+def test_equal_scores_are_ordered_by_the_tie_break(space):
     """A tree ensemble gives one score to subnets that differ only in genes it ignores: among
-    them the faster (then the smaller) one ranks first."""
+    them `capacity` (the default) puts the larger first, `speed` the faster (then the smaller)."""
     subs = [space.sample(random.Random(i)) for i in range(40)]
     subs = list({s.key(): s for s in subs}.values())[:6]
     lat = {s.key(): float(10 - i) for i, s in enumerate(subs)}
+    params = {s.key(): 100 + i for i, s in enumerate(subs)}  # the last is the largest and the fastest
     scorer = CandidateScorer(space, lambda X: np.ones(len(X)), lambda X: np.zeros(len(X)))
-    scorer.cache = {s.key(): Candidate(s, 1.0, lat[s.key()], 100) for s in subs}
-    order = [c.subnet.key() for c in top_k(scorer, Constraints(), 6)]
-    assert order == [s.key() for s in reversed(subs)]
-    scorer.cache[subs[0].key()] = Candidate(subs[0], 1.5, 99.0, 100)  # a higher score still wins
+    scorer.cache = {s.key(): Candidate(s, 1.0, lat[s.key()], params[s.key()]) for s in subs}
+    assert [c.subnet.key() for c in top_k(scorer, Constraints(), 6, "speed")] == [s.key() for s in reversed(subs)]
+    assert [c.subnet.key() for c in top_k(scorer, Constraints(), 6)] == [s.key() for s in reversed(subs)]
+    for i, s in enumerate(subs):  # now the larger is the slower: the two orders disagree
+        scorer.cache[s.key()] = Candidate(s, 1.0, float(i), 100 + i)
+    assert [c.subnet.key() for c in top_k(scorer, Constraints(), 6)] == [s.key() for s in reversed(subs)]
+    assert [c.subnet.key() for c in top_k(scorer, Constraints(), 6, "speed")] == [s.key() for s in subs]
+    scorer.cache[subs[0].key()] = Candidate(subs[0], 1.5, 99.0, 1)  # a higher score still wins
     assert top_k(scorer, Constraints(), 1)[0].subnet == subs[0]
+    assert top_k(scorer, Constraints(), 1, "speed")[0].subnet == subs[0]
+    with pytest.raises(FairseqNasError, match="tie_break"):
+        top_k(scorer, Constraints(), 1, "biggest")
+
+
+def test_tie_break_choices_of_the_cli_are_the_search_modules():
+    from fairseq_nas.cli.main import build_parser
+    from fairseq_nas.search.evolution import TIE_BREAKS
+
+    sub = next(a for a in build_parser(["search"])._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices["search"]._actions if "--tie-break" in a.option_strings)
+    assert tuple(action.choices) == TIE_BREAKS

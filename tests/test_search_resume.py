@@ -122,6 +122,7 @@ def test_a_last_line_cut_by_a_kill_is_dropped_with_a_warning(work, capsys):
     ({"space": "pruned.yaml"}, "--space tiny@"),
     ({"extra": ("--strategy", "random")}, "--strategy evolution, this run has random:"),
     ({"extra": ("--max-params", "10000000", "--vocab-size", "100")}, "--max-params (none), this run has 10000000:"),
+    ({"extra": ("--tie-break", "speed")}, "--tie-break capacity, this run has speed:"),
 ])
 def test_a_resume_with_other_settings_is_refused_naming_the_field(work, capsys, change, flag):
     rc, _, _ = _search(work, capsys, "--no-progress", out="settings", generations="2")

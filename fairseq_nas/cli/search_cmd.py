@@ -58,6 +58,9 @@ def add_parser(sub) -> None:
     g.add_argument("--crossovers", type=int, default=50)
     g.add_argument("--generations", type=int, default=30)
     g.add_argument("--patience", type=int, default=3, help="random search: rounds without improvement")
+    p.add_argument("--tie-break", choices=("capacity", "speed"), default="capacity",  # search.evolution.TIE_BREAKS
+                   help="order of candidates the ranker scores alike: capacity (more parameters first, so the "
+                        "search spends the latency budget) or speed (lower predicted latency first)")
     m = p.add_argument_group("final measurement")
     m.add_argument("--top-k", type=int, default=5)
     m.add_argument("--max-measured", type=int, default=None, metavar="M",
@@ -75,7 +78,7 @@ OUTPUTS = ("best.json", "topk.jsonl", "pareto.png")
 # the settings recorded in every row of search.jsonl; a --resume with other values is refused
 SETTING_FLAGS = {"space": "--space", "feature_space": "--feature-space", "ranker": "--ranker",
                  "latency_model": "--latency-model", "latency_ms": "--latency-ms", "max_params": "--max-params",
-                 "strategy": "--strategy"}
+                 "strategy": "--strategy", "tie_break": "--tie-break"}
 
 
 def _space_id(space) -> str:
@@ -94,7 +97,8 @@ def _settings(args, space, feature_space, ranker_dir: Path, latency_dir: Path | 
     return {"space": _space_id(space), "feature_space": _space_id(feature_space),
             "ranker": str(ranker_dir.resolve()),
             "latency_model": None if latency_dir is None else str(latency_dir.resolve()),
-            "latency_ms": args.latency_ms, "max_params": args.max_params, "strategy": args.strategy}
+            "latency_ms": args.latency_ms, "max_params": args.max_params, "strategy": args.strategy,
+            "tie_break": args.tie_break}
 
 
 def _show(value) -> str:
@@ -291,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
 
     cons = Constraints(args.latency_ms, args.max_params)
     cfg = EvolutionConfig(args.population, args.parents, args.mutations, args.mutation_prob, args.crossovers,
-                          args.generations, patience=args.patience)
+                          args.generations, patience=args.patience, tie_break=args.tie_break)
     scorer = CandidateScorer(feature_space, ranker.predict, latency_fn, params_fn)
     total = args.generations + 1 if args.strategy == "evolution" else None
     bar = tqdm(total=total, desc=f"{args.strategy}", unit="gen", file=sys.stderr,
@@ -317,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    ranked = top_k(scorer, cons, max_measured)
+    ranked = top_k(scorer, cons, max_measured, args.tie_break)
     finalists = ranked[: args.top_k]
     if result.best.subnet.key() not in {c.subnet.key() for c in finalists}:
         finalists = [result.best] + finalists[: args.top_k - 1]

@@ -41,6 +41,7 @@ class EvolutionConfig:
     max_tries: int = 50  # batches of attempts for a feasible sample/child before giving up
     patience: int = 3  # random search: stop after this many rounds without a better best
     max_rounds: int = 100  # random search: hard limit on rounds
+    tie_break: str = "capacity"  # between equal ranker scores: see TIE_BREAKS
 
 
 @dataclass
@@ -51,14 +52,27 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
 
 
-def rank_key(c: Candidate) -> tuple[float, float, float]:
-    """Order of candidates: ranker score, then (between equal scores, which a tree ensemble gives
-    to subnets differing only in genes it ignores) the lower predicted latency, then fewer params."""
-    return (-c.score, math.inf if c.latency_ms is None else c.latency_ms, math.inf if c.params is None else c.params)
+# Between equal ranker scores (a tree ensemble gives one score to subnets that differ only in
+# genes it ignores) the ranker has nothing to say, so a prior decides:
+# - capacity: more parameters first (within the limits, a larger model trains to a better one), then
+#   the lower predicted latency: the search spends the latency budget the ranker cannot value;
+# - speed: the lower predicted latency first, then fewer parameters: the fastest of the equals.
+TIE_BREAKS = ("capacity", "speed")
 
 
-def _best(cands: Sequence[Candidate]) -> Optional[Candidate]:
-    return min(cands, key=rank_key) if cands else None
+def rank_key(c: Candidate, tie_break: str = "capacity") -> tuple[float, float, float]:
+    """Order of candidates: ranker score, then `tie_break` (one of TIE_BREAKS)."""
+    lat = math.inf if c.latency_ms is None else c.latency_ms
+    params = math.inf if c.params is None else c.params
+    if tie_break == "capacity":
+        return (-c.score, -params if c.params is not None else math.inf, lat)
+    if tie_break == "speed":
+        return (-c.score, lat, params)
+    raise FairseqNasError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
+
+
+def _best(cands: Sequence[Candidate], tie_break: str = "capacity") -> Optional[Candidate]:
+    return min(cands, key=lambda c: rank_key(c, tie_break)) if cands else None
 
 
 def _row(gen: int, pop: Sequence[Candidate], best: Candidate, scorer: CandidateScorer, rng: random.Random) -> dict:
@@ -127,7 +141,7 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
     history: list[dict] = []
     if resume_from is None:
         population = initial_population(space, scorer, cons, cfg.population, rng, cfg.max_tries)
-        best = _best(population)
+        best = _best(population, cfg.tie_break)
         start = 0
     else:
         population = scorer.evaluate([Subnet.from_dict(d, "search.jsonl") for d in resume_from["population"]])
@@ -139,8 +153,8 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
     for gen in range(start, cfg.generations + 1):
         # generation `cfg.generations` is the last bred population: scored, never bred from
         population = scorer.evaluate([c.subnet for c in population])
-        gen_best = _best(population)
-        if rank_key(gen_best) < rank_key(best):
+        gen_best = _best(population, cfg.tie_break)
+        if rank_key(gen_best, cfg.tie_break) < rank_key(best, cfg.tie_break):
             best = gen_best
         row = _row(gen, population, best, scorer, rng)
         history.append(row)
@@ -154,7 +168,7 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
 
 
 def _breed(space, scorer, cons, cfg: EvolutionConfig, population: list[Candidate], rng: random.Random):
-    parents = sorted(population, key=rank_key)[: cfg.parents]
+    parents = sorted(population, key=lambda c: rank_key(c, cfg.tie_break))[: cfg.parents]
     keep = {c.subnet.key() for c in parents}
     mutants, _ = _feasible_samples(
         lambda: space.mutate(rng.choice(parents).subnet, rng, cfg.mutation_prob), cfg.mutations, scorer, cons,
@@ -190,8 +204,8 @@ def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evolut
         else:
             batch, _ = _feasible_samples(lambda: space.sample(rng), cfg.population, scorer, cons, cfg.max_tries,
                                          set())
-        cand = _best(batch)
-        if cand is not None and (best is None or rank_key(cand) < rank_key(best)):
+        cand = _best(batch, cfg.tie_break)
+        if cand is not None and (best is None or rank_key(cand, cfg.tie_break) < rank_key(best, cfg.tie_break)):
             best, stale = cand, 0
         else:
             stale += 1
@@ -207,6 +221,6 @@ def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evolut
     return SearchResult(best, len(history) + start, scorer.n_evaluated, history)
 
 
-def top_k(scorer: CandidateScorer, cons: Constraints, k: int) -> list[Candidate]:
+def top_k(scorer: CandidateScorer, cons: Constraints, k: int, tie_break: str = "capacity") -> list[Candidate]:
     """The k best feasible candidates seen during the search (in `rank_key` order)."""
-    return sorted((c for c in scorer.all_candidates() if cons.feasible(c)), key=rank_key)[:k]
+    return sorted((c for c in scorer.all_candidates() if cons.feasible(c)), key=lambda c: rank_key(c, tie_break))[:k]
