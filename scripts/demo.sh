@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole fairseq-nas pipeline on the generated demo corpus, sized for a 2-core CPU, and the
 # tool's claim measured (DESIGN.md section 11): fairseq `transformer` baselines of several sizes,
-# each inside the search space; one supernet (SAMPLER: sandwich, dss or uniform), searched once per baseline with the
+# each inside the search space; one supernet (SAMPLER: uniform, sandwich or dss), searched once per baseline with the
 # baseline's own measured latency as the limit; then, per baseline,
 #   claim 1: the found architecture trained from scratch for SCRATCH_UPDATES beats the baseline
 #            trained from scratch for the same updates, at no more measured latency;
@@ -35,15 +35,15 @@ USER_DIR="$REPO/fairseq_nas"
 # defaults() sets each NAME=VALUE only where the environment has not set NAME
 defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) defaults TRAIN=6000 SUPER_UPDATES=300 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
+  small) defaults TRAIN=6000 SUPER_UPDATES=1000 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
                   N_COLLECT=40 EVAL_SENTS=100 GENS=10 POP=30 PARENTS=8 MUT=11 CROSS=11 SCRATCH_UPDATES=400 \
                   FT_UPDATES=100 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 LAT_ROUNDS=5 ;;
-  tiny)  defaults TRAIN=800 SUPER_UPDATES=40 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
+  tiny)  defaults TRAIN=800 SUPER_UPDATES=120 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
                   N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 SCRATCH_UPDATES=12 FT_UPDATES=6 \
                   TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:3 LAT_ROUNDS=3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
-defaults JOBS=2 SAMPLER=sandwich LATENCY_MARGIN=0.02 FT_LR=1e-3 PRUNE=0
+defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.02 FT_LR=1e-3 PRUNE=0
 case "$SAMPLER" in dss|uniform|sandwich) ;;
   *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;; esac
 defaults FT_WARMUP=$(( FT_UPDATES / 4 > 10 ? FT_UPDATES / 4 : 10 ))
@@ -148,7 +148,8 @@ SUPERNET="$OUT/supernet/checkpoint_last.pt"
 [ "$SAMPLER" = dss ] && { fairseq-nas report dss "$OUT/supernet" --log "$OUT/supernet/train.log" --out "$OUT/plots" > /dev/null || true; }
 
 stage "3. measured latency of $N_LAT subnets on this CPU"
-fairseq-nas latency --space "$SPACE" -n "$N_LAT" --seed 1 "${LAT_COMMON[@]}" --out "$OUT/latency.jsonl" | tail -2
+# the supernet shares its embeddings: subnets' params are counted so here and in the search
+fairseq-nas latency --space "$SPACE" -n "$N_LAT" --seed 1 "${LAT_COMMON[@]}" --share-all-embeddings --out "$OUT/latency.jsonl" | tail -2
 
 stage "4. collect: inherited-weight validation loss of $N_COLLECT subnets"
 fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLECT" --seed 2 \
@@ -173,7 +174,7 @@ stage "7. search once per baseline, its measured latency less ${LATENCY_MARGIN} 
 search_space="$SPACE"; [ "$PRUNE" = 1 ] && [ -f "$OUT/ranker/pruned_space.yaml" ] && search_space="$OUT/ranker/pruned_space.yaml"
 search() {  # search SPACE_FILE NAME LIMIT
   fairseq-nas search --space "$1" --feature-space "$SPACE" --ranker "$OUT/ranker" \
-      --latency-model "$OUT/latency_model" --latency-ms "$3" --dict "$DATA" --threads 1 --no-progress \
+      --latency-model "$OUT/latency_model" --latency-ms "$3" --dict "$DATA" --share-all-embeddings --threads 1 --no-progress \
       --runs "$LAT_RUNS" --rounds "$LAT_ROUNDS" --warmup 2 --top-k "$TOPK" --generations "$GENS" --population "$POP" \
       --parents "$PARENTS" --mutations "$MUT" --crossovers "$CROSS" --out "$OUT/claim/$2/search" --resume \
       2>&1 | tee "$OUT/claim/$2/search.log" | tail -4  # pipefail: the status is the search's

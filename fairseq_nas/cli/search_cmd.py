@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-params", type=int, help="parameter limit")
     p.add_argument("--feature-space", help="space the ranker/latency model were fit on (default: recorded "
                                            "with the ranker, else --space)")
-    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution",
+                   help="evolution (HAT's) or random (RankNAS's) search (default evolution)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the search's sampling (default 1)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted search from OUT/search.jsonl (a last line cut short by a kill is "
@@ -51,25 +52,30 @@ def add_parser(sub) -> None:
                         "best.json, topk.jsonl and pareto.png of an earlier one in OUT are removed first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (search and measurement)")
     g = p.add_argument_group("evolution (HAT's defaults)")
-    g.add_argument("--population", type=int, default=125)
-    g.add_argument("--parents", type=int, default=25)
-    g.add_argument("--mutations", type=int, default=50)
-    g.add_argument("--mutation-prob", type=float, default=0.3)
-    g.add_argument("--crossovers", type=int, default=50)
-    g.add_argument("--generations", type=int, default=30)
-    g.add_argument("--patience", type=int, default=3, help="random search: rounds without improvement")
+    g.add_argument("--population", type=int, default=125,
+                   help="candidates per generation; random search: samples per round (default 125)")
+    g.add_argument("--parents", type=int, default=25, help="best candidates kept and bred from (default 25)")
+    g.add_argument("--mutations", type=int, default=50, help="mutated children per generation (default 50)")
+    g.add_argument("--mutation-prob", type=float, default=0.3, help="chance that a gene mutates (default 0.3)")
+    g.add_argument("--crossovers", type=int, default=50, help="crossover children per generation (default 50)")
+    g.add_argument("--generations", type=int, default=30, help="generations bred after the first (default 30)")
+    r = p.add_argument_group("random search")
+    r.add_argument("--patience", type=int, default=3,
+                   help="stop after this many rounds without a better best (default 3)")
     p.add_argument("--tie-break", choices=("capacity", "speed"), default="capacity",  # search.evolution.TIE_BREAKS
                    help="order of candidates the ranker scores alike: capacity (more parameters first, so the "
-                        "search spends the latency budget) or speed (lower predicted latency first)")
+                        "search spends the latency budget) or speed (lower predicted latency first) (default capacity)")
     m = p.add_argument_group("final measurement")
-    m.add_argument("--top-k", type=int, default=5)
+    m.add_argument("--top-k", type=int, default=5, help="best candidates measured on this device (default 5)")
     m.add_argument("--max-measured", type=int, default=None, metavar="M",
                    help="when none of the top K meets the limit once measured, measure the next-best candidates "
                         "one by one until one does, at most M in all (default 3 x K)")
     m.add_argument("--no-measure", action="store_true", help="skip measuring the top K (predicted latency only)")
     m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
     m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
-    m.add_argument("--share-all-embeddings", action="store_true")
+    m.add_argument("--share-all-embeddings", action="store_true",
+                   help="count one embedding shared by encoder, decoder and output (a supernet trained with "
+                        "--share-all-embeddings); default: not shared")
     add_protocol_args(m)  # the top K are measured together, interleaved in rounds (default), as `latency` does
     p.set_defaults(func=run)
 
