@@ -43,7 +43,7 @@ SIZES = {  # environment of scripts/demo.sh
                   PARENTS=4, MUT=6, CROSS=6, TOPK=2, LAT_ROUNDS=3, BASELINES="192:3:2,256:3:3"),
 }
 # SUPER_UPDATES above are uniform (SPOS) updates, one forward-backward pass each. A sandwich update
-# is three passes and, as it always runs the largest subnet, cost 3.3x a uniform one on this CPU:
+# is three passes and, as it always runs the largest subnet, cost about 3.4x a uniform one on this CPU:
 # it gets as many updates as fit in the same wall time.
 SANDWICH_SHARE = 0.3
 
