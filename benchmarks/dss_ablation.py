@@ -96,7 +96,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from fairseq_nas.sampling import DSSSampler, SampleSpace, evolutionary_exploration
     from fairseq_nas.sampling.divergence import divergence_stats, subnet_divergence
-    from fairseq_nas.sampling.scoring import SubnetScorer, first_sentences, make_batches, sample_sentences
+    from fairseq_nas.sampling.validator import SubnetScorer, first_sentences, make_batches, sample_sentences
     from fairseq_nas.space import Subnet
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(

@@ -55,7 +55,7 @@ def main() -> None:
     from fairseq import checkpoint_utils
     from scipy.stats import kendalltau
 
-    from fairseq_nas.sampling.scoring import SubnetScorer, first_sentences, make_batches, sample_sentences
+    from fairseq_nas.sampling.validator import SubnetScorer, first_sentences, make_batches, sample_sentences
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([args.checkpoint],
                                                                     arg_overrides={"data": args.data})

@@ -44,7 +44,7 @@ def main() -> None:
 
     from fairseq_nas.models.export import export_model
     from fairseq_nas.sampling import DSSOptions, DSSSampler, dss_step
-    from fairseq_nas.sampling.scoring import SubnetScorer, batch_nll, make_batches, sample_sentences, to_device
+    from fairseq_nas.sampling.validator import SubnetScorer, batch_nll, make_batches, sample_sentences, to_device
 
     data = args.data or str(ensure_demo_data(Path(tempfile.mkdtemp(prefix="fsnas-bench-")) / "demo"))
     argv = [data, "--user-dir", USER_DIR, "--task", "supernet_translation", "--arch", args.arch, "--max-tokens",

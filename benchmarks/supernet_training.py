@@ -109,7 +109,7 @@ def inherited_losses(args: argparse.Namespace, method: str, subnets) -> dict[str
     fairseq_nas.register()
     from fairseq import checkpoint_utils
 
-    from fairseq_nas.sampling.scoring import SubnetScorer, first_sentences, make_batches
+    from fairseq_nas.sampling.validator import SubnetScorer, first_sentences, make_batches
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(args.work / "runs" / method / "checkpoint_last.pt")], arg_overrides={"data": str(args.data)})

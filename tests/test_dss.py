@@ -22,7 +22,7 @@ from fairseq_nas.sampling import (
 )
 from fairseq_nas.sampling.dss import DSS_BEST, DSS_DIVERGENCE, DSS_LOG, DSS_SPACE
 from fairseq_nas.sampling.evolution import split_counts
-from fairseq_nas.sampling.scoring import SubnetScorer, make_batches
+from fairseq_nas.sampling.validator import SubnetScorer, make_batches
 from fairseq_nas.space import Subnet, load_space
 from helpers import TINY_SHRINKNAS, TRAIN_COMMON, env, fairseq_train, free_port, read_jsonl
 
@@ -138,7 +138,7 @@ def test_dss_step_shrinks_the_space_and_lowers_its_mean_loss(supernet_and_valid)
 
 
 def test_dss_params_penalty_keeps_subnets_under_the_limit(supernet_and_valid):
-    from fairseq_nas.sampling.scoring import subnet_params
+    from fairseq_nas.sampling.validator import subnet_params
 
     model, valid, pad = supernet_and_valid
     space = model.space
@@ -278,7 +278,7 @@ def test_sample_space_of_a_set_is_uniform_over_it():
 def test_subnet_params_is_the_exported_models_parameter_count(share):
     """DSS's parameter penalty and collect count params analytically; the export is the truth."""
     from fairseq_nas.models.export import export_model
-    from fairseq_nas.sampling.scoring import subnet_params
+    from fairseq_nas.sampling.validator import subnet_params
     from model_utils import build_supernet
 
     model = build_supernet("shrinknas_iwslt14", share_all_embeddings=share)
@@ -315,12 +315,12 @@ for u in range(30):
     sampler.subnet_for_update(u)
 calls = []
 if shard is not None:  # count what this rank scored
-    from fairseq_nas.sampling import scoring
-    original = scoring.SubnetScorer.loss
+    from fairseq_nas.sampling import validator
+    original = validator.SubnetScorer.loss
     def counted(self, subnet):
         calls.append(subnet.key())
         return original(self, subnet)
-    scoring.SubnetScorer.loss = counted
+    validator.SubnetScorer.loss = counted
 options = DSSOptions(population=10, iterations=2, valid_tokens=600, divergence_subnets=4, divergence_tokens=200)
 result = dss_step(model, sampler, options, task.dataset("valid"), task.target_dictionary.pad(), index=1, shard=shard)
 json.dump({"space": result["space"], "best": result["best"], "best_loss": result["row"]["best_loss"],

@@ -50,7 +50,7 @@ def test_finetuned_checkpoint_generates_interactive_and_hub(finetuned, demo_data
                                            "--required-batch-size-multiple", "1"])
     assert sum(line.startswith("H-") for line in gen.stdout.splitlines()) == 40
     bleu4 = float(re.search(r"BLEU4 = ([0-9.]+)", gen.stdout).group(1))
-    from fairseq_nas.scoring import parse_generate_output, score
+    from fairseq_nas.bleu import parse_generate_output, score
 
     report = score(*parse_generate_output(gen.stdout), lang="en")
     assert report.tokenized_bleu == pytest.approx(bleu4, abs=0.02)  # the papers' metric = fairseq's BLEU4

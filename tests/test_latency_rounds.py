@@ -259,7 +259,7 @@ def test_search_measures_the_top_k_together_then_batches_of_k():
     import random
 
     from fairseq_nas.search import measure_until_one_meets
-    from fairseq_nas.search.scoring import Candidate
+    from fairseq_nas.search.candidates import Candidate
 
     space = load_space("shrinknas_iwslt14")
     cands = [Candidate(space.sample(random.Random(i)), score=float(-i), latency_ms=1.0, params=None) for i in range(9)]

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fairseq_nas.scoring import score_generate_file, write_report
+    from fairseq_nas.bleu import score_generate_file, write_report
 
     report = score_generate_file(args.generate_output, args.lang, args.raw_ref)
     if args.json_out:  # before printing: a closed stdout must not lose the file

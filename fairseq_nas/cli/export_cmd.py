@@ -31,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     model = export_checkpoint(args.supernet, subnet, args.out, subnet_source=args.subnet)
     n_params = sum(p.numel() for p in model.parameters())
     if args.subnet_out:
-        from pathlib import Path
+        from fairseq_nas.atomic import atomic_write_text
 
-        Path(args.subnet_out).write_text(subnet.to_json() + "\n")
+        atomic_write_text(args.subnet_out, subnet.to_json() + "\n")
     print(f"exported {args.subnet} from {args.supernet} -> {args.out} ({n_params:,} parameters)")
     print(f"fine-tune with: fairseq-train DATA --user-dir fairseq_nas --arch nas_subnet --subnet {args.out} "
           f"--finetune-from-model {args.out} ...")

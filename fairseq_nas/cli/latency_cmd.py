@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -169,9 +168,9 @@ def _noise_path(out: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    from fairseq_nas.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

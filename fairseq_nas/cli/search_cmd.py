@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from fairseq_nas.atomic import atomic_write_text
 from fairseq_nas.cli.latency_cmd import add_protocol_args
 from fairseq_nas.errors import FairseqNasError
 
@@ -226,12 +226,6 @@ def _measure_top(args, finalists, reserve, space, vocab, max_measured: int):
     return measured, details
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -294,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
             _check_settings(log_path, rows[-1].get("settings"), settings)
             resume_row = rows[-1]
             # without the cut line, and ending in a newline: the rows appended start on a line of their own
-            _atomic_write(log_path, "".join(line + "\n" for line in kept))
+            atomic_write_text(log_path, "".join(line + "\n" for line in kept))
     if resume_row is None:  # a new search: nothing an earlier one wrote into OUT survives it
         for name in ("search.jsonl", *OUTPUTS):
             (out / name).unlink(missing_ok=True)
@@ -348,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
         rows.append({"rank": i + 1, **c.to_dict(), "predicted_latency_ms": c.latency_ms, "measured_latency_ms": m,
                      "meets_limit": meets, **({"measured": details[c.subnet.key()]} if measured else {})})
-    _atomic_write(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     winners = [r for r in rows if r["meets_limit"] is not False]
     if not winners:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
@@ -359,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
                               f"lower the limit for the search, or refit the latency model; see "
                               f"{out / 'topk.jsonl'}")
     best = Subnet.from_dict(winners[0]["subnet"], "topk")
-    _atomic_write(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
     plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
 
     print(f"{args.strategy} search in {space.name}: {result.evaluations} subnets scored, "

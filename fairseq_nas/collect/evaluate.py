@@ -180,7 +180,7 @@ class SubnetEvaluator:
 
     def params(self, subnet) -> int:
         """Parameters of the exported standalone subnet (`latency.costs.count_params`: exact, no model built)."""
-        from fairseq_nas.sampling.scoring import subnet_params
+        from fairseq_nas.sampling.validator import subnet_params
 
         return subnet_params(self.model, subnet)
 

@@ -8,7 +8,6 @@ computes what the supernet computes with that subnet set, and holds nothing else
 from __future__ import annotations
 
 import copy
-import os
 import pickle
 import re
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fairseq_nas.atomic import atomic_save
 from fairseq_nas.errors import FairseqNasError
 from fairseq_nas.models.config import EXPORTED_OPTIONS, NasSubnetConfig, check_stored_space
 from fairseq_nas.models.subnet import NasSubnetModel
@@ -169,9 +169,5 @@ def export_checkpoint(supernet_path: str | Path, subnet: Subnet, out_path: str |
     out["optimizer_history"] = hist[-1:] if hist else []
     out["extra_state"] = {k: v for k, v in (state.get("extra_state") or {}).items() if k != "train_iterator"}
     out["extra_state"]["exported_from"] = {"supernet": str(supernet_path), "subnet": subnet.to_dict()}
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, out_path)
+    atomic_save(out_path, lambda tmp: torch.save(out, tmp))
     return model

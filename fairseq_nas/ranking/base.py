@@ -15,11 +15,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from fairseq_nas.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["Ranker", "load_ranker", "check_X", "check_y", "atomic_write_bytes", "atomic_write_text"]
 
@@ -31,28 +32,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: class name -> class, filled by ``Ranker.__init_subclass__`` (used by :func:`load_ranker`).
 _REGISTRY: dict[str, type] = {}
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_X(X: Any, n_features: Optional[int] = None, what: str = "X") -> np.ndarray:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from fairseq_nas.atomic import atomic_save, atomic_write_text
 from fairseq_nas.errors import FairseqNasError
 
 MODELS = ("baseline", "scratch", "finetune")
@@ -119,8 +119,8 @@ def write_baselines(space_arg: str, specs: str, out: Path, share_all_embeddings:
     for b in baselines:
         d = out / b.name
         d.mkdir(parents=True, exist_ok=True)
-        _atomic(d / "baseline.json", json.dumps(b.subnet()) + "\n")
-        _atomic(d / "baseline.args", "\n".join(b.fairseq_args(share_all_embeddings)) + "\n")
+        atomic_write_text(d / "baseline.json", json.dumps(b.subnet()) + "\n")
+        atomic_write_text(d / "baseline.args", "\n".join(b.fairseq_args(share_all_embeddings)) + "\n")
     return baselines
 
 
@@ -137,17 +137,11 @@ def write_limit(latency: Path, checkpoint: Path, margin: float, out: Path) -> fl
     ms = float(row["latency_ms"])
     limit = round(ms * (1 - margin), 3)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(out, json.dumps({"baseline_ms": ms, "margin": margin, "limit_ms": limit}) + "\n")
+    atomic_write_text(out, json.dumps({"baseline_ms": ms, "margin": margin, "limit_ms": limit}) + "\n")
     return limit
 
 
 # --- reading a run -------------------------------------------------------------------------------
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _json(path: Path) -> Optional[Any]:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -310,11 +304,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Optional[Path]:
     ax.legend(fontsize=8)
     ax.set_title("Found models vs fairseq transformers of equal latency")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -322,7 +313,7 @@ def write_report(out: Path, title: str = "fairseq-nas report", preamble: str = "
                  extra: Optional[list[str]] = None) -> list[dict[str, Any]]:
     """OUT/comparison.jsonl, OUT/plots/claim.png and OUT/REPORT.md (all written atomically)."""
     rows = comparison_rows(out)
-    _atomic(out / "comparison.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "comparison.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     png = plot(rows, out / "plots" / "claim.png")
     md = [f"# {title}", ""] + verdict_lines(rows) + [""]
     if png:
@@ -342,7 +333,7 @@ def write_report(out: Path, title: str = "fairseq-nas report", preamble: str = "
         md += ["## Compute of each path", "", "The supernet, its latency samples, collection and ranking are "
                "shared by every limit (one supernet, searched once per baseline).", ""] + comp + [""]
     md += list(extra or [])
-    _atomic(out / "REPORT.md", "\n".join(md) + "\n")
+    atomic_write_text(out / "REPORT.md", "\n".join(md) + "\n")
     return rows
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from fairseq_nas.atomic import atomic_save
 from fairseq_nas.errors import FairseqNasError
 
 PathLike = Union[str, Path]
@@ -137,8 +138,7 @@ def plot_divergence(rows: list[dict], out: Path) -> Path:
     if not rows:
         axes.flat[0].text(0.5, 0.5, "no divergence measured (--dss-divergence-subnets 0)", ha="center")
     fig.tight_layout()
-    path = out / "dss_divergence.png"
-    fig.savefig(path, dpi=110)
+    path = atomic_save(out / "dss_divergence.png", lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 
@@ -170,8 +170,7 @@ def plot_losses(dss_rows: list[dict], logs: Sequence[FairseqLog], out: Path) -> 
     ax2.set_title("DSS validator")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "dss_losses.png"
-    fig.savefig(path, dpi=110)
+    path = atomic_save(out / "dss_losses.png", lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
 

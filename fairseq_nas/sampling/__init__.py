@@ -1,6 +1,6 @@
 """Subnet samplers for supernet training. No fairseq or torch import here: usable on their own.
 
-The torch parts of DSS (the validator `sampling.scoring`, `sampling.divergence`) are
+The torch parts of DSS (the validator `sampling.validator`, `sampling.divergence`) are
 imported where they are used.
 """
 from fairseq_nas.sampling.dss import (

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import torch
 
-from fairseq_nas.sampling.scoring import Batch, to_device
+from fairseq_nas.sampling.validator import Batch, to_device
 from fairseq_nas.space import Subnet
 
 # Keep every subnet's normalised output in memory (one pass) below this many bytes, else

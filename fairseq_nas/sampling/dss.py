@@ -7,7 +7,7 @@ the last shrink (the most recent `remember` of them).
 
 Phase 2 (`dss_step`, every `every_epochs` epochs, `times` times): the remembered subnets
 seed the evolutionary exploration (`evolution.evolutionary_exploration`, Algorithm 1),
-scored by the validator (`scoring.SubnetScorer`: one forward pass over a validation batch
+scored by the validator (`validator.SubnetScorer`: one forward pass over a validation batch
 of about `valid_tokens` tokens drawn afresh at every DSS, plus penalties); its final
 population becomes the next sample space, its best subnet is the result of the last DSS.
 Subnet divergence (`divergence.py`) is measured before and after each shrink.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import statistics
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+from fairseq_nas.atomic import atomic_write_text
 from fairseq_nas.sampling.evolution import evolutionary_exploration
 from fairseq_nas.space import SearchSpace, Subnet, parse_space
 
@@ -236,7 +236,7 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
 
 def build_penalties(model, options: DSSOptions) -> list[Callable[[Subnet], float]]:
     """The score penalties of `options`: a parameter limit and/or a `MODULE:FUNC` hook."""
-    from fairseq_nas.sampling.scoring import ParamsPenalty, load_penalty_fn
+    from fairseq_nas.sampling.validator import ParamsPenalty, load_penalty_fn
 
     out: list[Callable[[Subnet], float]] = []
     if options.max_params:
@@ -280,7 +280,7 @@ def dss_step(model, sampler: DSSSampler, options: DSSOptions, dataset, pad: int,
     gets the same result. The model's training mode and active subnet are restored; the
     sampler is not changed (call `sampler.apply(result)`)."""
     from fairseq_nas.sampling.divergence import divergence_stats, subnet_divergence
-    from fairseq_nas.sampling.scoring import SubnetScorer, first_sentences, make_batches, sample_sentences
+    from fairseq_nas.sampling.validator import SubnetScorer, first_sentences, make_batches, sample_sentences
 
     start = time.perf_counter()
     rng = dss_rng(sampler.seed, index)
@@ -360,12 +360,6 @@ def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _append_row(path: Path, row: dict[str, Any]) -> None:
     """Append `row`, first dropping rows of the same or later DSS (a DSS redone after a resume
     from an earlier checkpoint replaces its old record instead of duplicating it)."""
@@ -378,7 +372,7 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
             except (ValueError, KeyError, TypeError):
                 continue
         if len(kept) != sum(1 for line in path.read_text().splitlines() if line.strip()):
-            _atomic_write(path, "".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
@@ -393,7 +387,7 @@ def write_dss_outputs(out_dir: Union[str, Path], result: dict[str, Any], last: b
     _append_row(out / DSS_LOG, row)
     _append_row(out / DSS_DIVERGENCE, {"dss": row["dss"], "epoch": row["epoch"], "update": row["update"],
                                        **result["divergence"]})
-    _atomic_write(out / DSS_SPACE, "".join(s + "\n" for s in result["space"]))
+    atomic_write_text(out / DSS_SPACE, "".join(s + "\n" for s in result["space"]))
     if last:
         best = Subnet.from_json(result["best"], "DSS result")
-        _atomic_write(out / DSS_BEST, json.dumps(best.to_dict(), indent=1) + "\n")
+        atomic_write_text(out / DSS_BEST, json.dumps(best.to_dict(), indent=1) + "\n")

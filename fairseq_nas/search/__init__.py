@@ -1,5 +1,6 @@
 """Search under latency/parameter limits. No fairseq import: works on spaces, feature
 matrices and callables (a ranker's predict, a latency model's predict, a params counter)."""
+from fairseq_nas.search.candidates import Candidate, CandidateScorer, Constraints, predict_subnets
 from fairseq_nas.search.evolution import (
     EvolutionConfig,
     SearchResult,
@@ -9,7 +10,6 @@ from fairseq_nas.search.evolution import (
     top_k,
 )
 from fairseq_nas.search.pareto import pareto_front, plot_pareto
-from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints, predict_subnets
 from fairseq_nas.search.verify import measure_until_one_meets
 
 __all__ = ["Candidate", "CandidateScorer", "Constraints", "EvolutionConfig", "SearchResult", "evolution_search",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from fairseq_nas.errors import FairseqNasError
-from fairseq_nas.search.scoring import Candidate, CandidateScorer, Constraints
+from fairseq_nas.search.candidates import Candidate, CandidateScorer, Constraints
 from fairseq_nas.space import Subnet
 
 

@@ -5,7 +5,8 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fairseq_nas.search.scoring import Candidate
+from fairseq_nas.atomic import atomic_save
+from fairseq_nas.search.candidates import Candidate
 
 
 def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
@@ -31,7 +32,6 @@ def plot_pareto(cands: Sequence[Candidate], path: str | Path, limit_ms: Optional
                 measured: Optional[Sequence[tuple[Candidate, float]]] = None) -> Path:
     """All candidates by predicted latency and score, the Pareto front as a step line, the latency
     limit and the measured top K (PNG, written atomically)."""
-    import os
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -64,8 +64,4 @@ def plot_pareto(cands: Sequence[Candidate], path: str | Path, limit_ms: Optional
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(path, fig.savefig)

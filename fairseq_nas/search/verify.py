@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from fairseq_nas.search.scoring import Candidate
+from fairseq_nas.search.candidates import Candidate
 
 
 def measure_until_one_meets(

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from fairseq_nas.atomic import atomic_write_text
 from fairseq_nas.errors import SpaceError
 from fairseq_nas.space.schema import STACKS, parse_stack, stack_to_dict
 from fairseq_nas.space.searchspace import SearchSpace
@@ -122,16 +122,4 @@ def space_to_yaml(space: SearchSpace) -> str:
 
 def save_space(space: SearchSpace, path: Union[str, Path]) -> None:
     """Write atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(space_to_yaml(space))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, space_to_yaml(space))

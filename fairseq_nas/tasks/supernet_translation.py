@@ -29,7 +29,7 @@ from fairseq_nas.sampling import (
     space_digest,
     write_dss_outputs,
 )
-from fairseq_nas.sampling.scoring import load_penalty_fn
+from fairseq_nas.sampling.validator import load_penalty_fn
 from fairseq_nas.tasks.sandwich import check_criterion, sandwich_subnets, sandwich_train_step
 from fairseq_nas.tasks.single_path import SinglePathGuard
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from fairseq_nas.atomic import atomic_write_text
 from fairseq_nas.errors import FairseqNasError
 
 _LINE = re.compile(r"^(H|T|S|D)-(\d+)\t(.*)$")
@@ -99,9 +100,4 @@ def score_generate_file(path: str | Path, lang: str = "en", raw_ref: Optional[st
 
 def write_report(report: BleuReport, path: str | Path) -> None:
     """Write the scores as JSON, atomically."""
-    import os
-
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    os.replace(tmp, p)
+    atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -7,8 +7,8 @@ import sys
 import pytest
 import sacrebleu
 
+from fairseq_nas.bleu import parse_generate_output, score
 from fairseq_nas.errors import FairseqNasError
-from fairseq_nas.scoring import parse_generate_output, score
 
 GEN = """S-1\tder hund .
 T-1\tthe dog barks .
