@@ -123,7 +123,7 @@ def stage_train(args: argparse.Namespace, work: Path, data: Path) -> Path:
 def stage_collect(args: argparse.Namespace, work: Path, data: Path, ckpt: Path) -> Path:
     out = work / "archs.jsonl"
     cmd = [sys.executable, "-m", "fairseq_nas.cli.main", "collect", str(data), "--supernet", str(ckpt),
-           "-n", str(args.collect), "--out", str(out), "--max-sentences-eval", str(args.eval_sentences),
+           "-n", str(args.collect), "--out", str(out), "--eval-sentences", str(args.eval_sentences),
            "--seed", "0", "--cpu"]
     log("collect: fairseq-nas " + " ".join(cmd[3:]))
     t = time.perf_counter()

@@ -153,7 +153,7 @@ fairseq-nas latency --space "$SPACE" -n "$N_LAT" --seed 1 "${LAT_COMMON[@]}" --s
 
 stage "4. collect: inherited-weight validation loss of $N_COLLECT subnets"
 fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLECT" --seed 2 \
-    --max-sentences-eval "$EVAL_SENTS" --cpu --out "$OUT/archs.jsonl" --no-progress | tail -2
+    --eval-sentences "$EVAL_SENTS" --cpu --out "$OUT/archs.jsonl" --no-progress | tail -2
 
 stage "5. rank: latency model; pairwise GBDT ranker, importance, pruned space"
 fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --refit \

@@ -38,7 +38,7 @@ def test_collect_export_generate_from_another_folder_without_the_yaml(custom_spa
     monkeypatch.chdir(elsewhere)
     out = tmp_path / "archs.jsonl"
     assert main(["collect", str(demo_data), "--supernet", str(custom_space_supernet), "-n", "2", "--out", str(out),
-                 "--max-sentences-eval", "10", "--no-progress", "--cpu", "--seed", "1"]) == 0
+                 "--eval-sentences", "10", "--no-progress", "--cpu", "--seed", "1"]) == 0
     rows = read_jsonl(out)
     assert len(rows) == 2 and all(r["space"] == "tiny_custom" for r in rows)
 

@@ -42,7 +42,7 @@ def _keys(rows) -> list[str]:
 def test_collect_writes_rows_resumes_and_shards(trained_supernet, demo_data, tmp_path, capsys):
     out = tmp_path / "archs.jsonl"
     common = ["collect", str(demo_data), "--supernet", str(trained_supernet), "--seed", "3",
-              "--max-sentences-eval", "30", "--no-progress", "--cpu"]
+              "--eval-sentences", "30", "--no-progress", "--cpu"]
     assert main([*common, "-n", "6", "--out", str(out)]) == 0
     rows = read_jsonl(out)
     assert len(rows) == 6 and sorted(r["index"] for r in rows) == list(range(6))
@@ -81,7 +81,7 @@ def test_collect_kill_and_resume_has_no_duplicates(trained_supernet, demo_data, 
     n = 5
     cmd = [sys.executable, "-m", "fairseq_nas.cli.main", "collect", str(demo_data), "--supernet",
            str(trained_supernet), "-n", str(n), "--out", str(out), "--subset", "train",
-           "--max-sentences-eval", "200", "--no-progress", "--cpu", "--seed", "5"]
+           "--eval-sentences", "200", "--no-progress", "--cpu", "--seed", "5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
     try:
         deadline = time.monotonic() + 120
@@ -110,7 +110,7 @@ def test_iterative_strategy_spends_exactly_its_budget(trained_supernet, demo_dat
     out = tmp_path / "iter.jsonl"
     argv = ["collect", str(demo_data), "--supernet", str(trained_supernet), "-n", "7", "--out", str(out),
             "--strategy", "iterative", "--rounds", "3", "--pool-size", "30", "--seed", "2",
-            "--max-sentences-eval", "20", "--no-progress", "--cpu"]
+            "--eval-sentences", "20", "--no-progress", "--cpu"]
     assert main(argv) == 0
     rows = read_jsonl(out)
     assert len(rows) == 7 and len(set(_keys(rows))) == 7
@@ -136,7 +136,7 @@ def test_collect_rejects_a_space_the_supernet_does_not_hold(trained_supernet, de
 def test_collect_bleu_on_a_token_budget(trained_supernet, demo_data, tmp_path):
     out = tmp_path / "b.jsonl"
     assert main(["collect", str(demo_data), "--supernet", str(trained_supernet), "-n", "2", "--out", str(out),
-                 "--max-tokens", "80", "--bleu", "--no-progress", "--cpu"]) == 0
+                 "--eval-tokens", "80", "--bleu", "--no-progress", "--cpu"]) == 0
     rows = read_jsonl(out)
     assert len(rows) == 2 and all(0.0 <= r["bleu"] <= 100.0 for r in rows)
     assert rows[0]["n_tokens"] <= 80 and rows[0]["n_sentences"] < 40
@@ -165,7 +165,16 @@ def test_collect_keeps_the_settings_of_existing_rows(trained_supernet, demo_data
                                "valid_loss": 1.0, "subset": "test", "n_sentences": 10, "seed": 0,
                                "strategy": "random"}) + "\n")
     argv = ["collect", str(demo_data), "--supernet", str(trained_supernet), "-n", "2", "--out", str(out),
-            "--max-sentences-eval", "10", "--no-progress", "--cpu"]
+            "--eval-sentences", "10", "--no-progress", "--cpu"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"fairseq-nas: error: {out}:1: subset:") and "\n" not in err
+
+
+@pytest.mark.parametrize("old, new", [("--max-sentences-eval", "--eval-sentences M"),
+                                      ("--batch-tokens", "--max-tokens T (tokens per batch, as in fairseq)")])
+def test_collect_names_the_new_option_for_a_renamed_one(tmp_path, capsys, old, new):
+    rc = main(["collect", str(tmp_path), "--supernet", str(tmp_path / "none.pt"), "-n", "2",
+               "--out", str(tmp_path / "a.jsonl"), old, "10", "--cpu"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and line.startswith(f"fairseq-nas: error: {old} was renamed: use {new}"), line

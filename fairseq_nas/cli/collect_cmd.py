@@ -32,12 +32,15 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="ARCHS.jsonl", help="rows file (appended to; resumable)")
     p.add_argument("--subset", default="valid", help="data split to evaluate on (default valid)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--max-sentences-eval", type=int, metavar="M",
+    size.add_argument("--eval-sentences", type=int, metavar="M",
                       help="evaluate on the first M sentences of the subset (default 500)")
-    size.add_argument("--max-tokens", type=int, metavar="T",
+    size.add_argument("--eval-tokens", type=int, metavar="T",
                       help="evaluate on the first sentences whose target tokens sum to at most T")
-    p.add_argument("--batch-tokens", type=int, default=4096,
-                   help="padded tokens per forward pass (memory only; default 4096)")
+    # the names of an earlier version: one line saying what they are now
+    size.add_argument("--max-sentences-eval", type=int, dest="old_max_sentences_eval", help=argparse.SUPPRESS)
+    p.add_argument("--max-tokens", type=int, default=4096, metavar="T",
+                   help="padded tokens per batch, as fairseq's --max-tokens (memory only; default 4096)")
+    p.add_argument("--batch-tokens", type=int, dest="old_batch_tokens", help=argparse.SUPPRESS)
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="label smoothing of valid_loss (default: the checkpoint's criterion's)")
     p.add_argument("--flops-len", type=int, default=23,
@@ -53,7 +56,10 @@ def add_parser(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5,
                    help="iterative: share of each round taken from the ranker's predicted best (default 0.5)")
     p.add_argument("--pool-size", type=int, metavar="P", help="iterative: candidate pool size (default 20*N)")
-    p.add_argument("--cpu", action="store_true", help="evaluate on the CPU even if CUDA is available")
+    device = p.add_mutually_exclusive_group()
+    device.add_argument("--device", choices=("cpu", "cuda"),
+                        help="where to evaluate, as `latency --device` (default: cuda if available)")
+    device.add_argument("--cpu", action="store_true", help="fairseq's name for --device cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -62,18 +68,27 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     from fairseq_nas.collect.rows import parse_shard
 
+    for old, new in (("--max-sentences-eval", "--eval-sentences M (the evaluation subset's size)"),
+                     ("--batch-tokens", "--max-tokens T (tokens per batch, as in fairseq)")):
+        if getattr(args, "old_" + old[2:].replace("-", "_")) is not None:
+            raise FairseqNasError(f"{old} was renamed: use {new}; the subset's size in tokens is --eval-tokens")
     shard = parse_shard(args.shard)
     if args.num < 1:
         raise FairseqNasError(f"-n: expected a positive number of subnets, got {args.num}")
-    for opt, v in (("--max-sentences-eval", args.max_sentences_eval), ("--max-tokens", args.max_tokens),
-                   ("--batch-tokens", args.batch_tokens), ("--beam", args.beam),
+    for opt, v in (("--eval-sentences", args.eval_sentences), ("--eval-tokens", args.eval_tokens),
+                   ("--max-tokens", args.max_tokens), ("--beam", args.beam),
                    ("--flops-len", args.flops_len)):
         if v is not None and v < 1:
             raise FairseqNasError(f"{opt}: expected a positive number, got {v}")
-    max_sentences = args.max_sentences_eval
-    if max_sentences is None and args.max_tokens is None:
+    max_sentences = args.eval_sentences
+    if max_sentences is None and args.eval_tokens is None:
         max_sentences = 500
 
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FairseqNasError("--device cuda: no CUDA device is available here; use --device cpu")
     import fairseq_nas
 
     fairseq_nas.register()
@@ -87,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     def make_evaluator() -> SubnetEvaluator:
         return SubnetEvaluator(args.supernet, args.data, subset=args.subset, max_sentences=max_sentences,
-                               max_tokens=args.max_tokens, batch_tokens=args.batch_tokens,
-                               label_smoothing=args.label_smoothing, device="cpu" if args.cpu else None,
+                               max_tokens=args.eval_tokens, batch_tokens=args.max_tokens,
+                               label_smoothing=args.label_smoothing, device="cpu" if args.cpu else args.device,
                                flops_len=args.flops_len)
 
     summary = collect(make_evaluator, space, args.num, Path(args.out), seed=args.seed, subset=args.subset,
