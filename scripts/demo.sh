@@ -35,7 +35,7 @@ USER_DIR="$REPO/fairseq_nas"
 # defaults() sets each NAME=VALUE only where the environment has not set NAME
 defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) defaults TRAIN=6000 SUPER_UPDATES=1000 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
+  small) defaults TRAIN=6000 SUPER_UPDATES=600 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
                   N_COLLECT=40 EVAL_SENTS=100 GENS=10 POP=30 PARENTS=8 MUT=11 CROSS=11 SCRATCH_UPDATES=400 \
                   FT_UPDATES=100 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 LAT_ROUNDS=5 ;;
   tiny)  defaults TRAIN=800 SUPER_UPDATES=120 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
