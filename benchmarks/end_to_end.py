@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from fairseq_nas.atomic import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "benchmarks" / "end_to_end-space.yaml"
 SAMPLE = REPO.parent / "shared" / "data" / "iwslt14-de-en-sample"
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
     out = args.work / "run"
     t0 = time.time()
     proc = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], env=env)
-    seconds = time.time() - t0
+    pipeline_s = time.time() - t0
     if proc.returncode != 0:
         print(f"end_to_end: scripts/demo.sh failed with status {proc.returncode}", file=sys.stderr)
         return proc.returncode
@@ -178,15 +180,17 @@ def main(argv=None) -> int:
         if (out / "ranker" / "fixed.json").is_file() else None,
         "inheritance_ranking": inheritance_ranking(data, out, names),
     }
+    seconds = time.time() - t0  # the pipeline and the checks, as the 90-minute budget counts them
     summary = {"rows": rows, "checks": checks, "seconds_this_call": round(seconds),
-               "compute": _jsonl(out / "claim" / "compute.jsonl"), "env": {k: env[k] for k in SIZES["full"]}}
-    tmp = args.work / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    os.replace(tmp, args.work / "summary.json")
+               "seconds_pipeline": round(pipeline_s),
+               "compute": _jsonl(out / "claim" / "compute.jsonl"),
+               "env": {k: env[k] for k in ("SAMPLER", *SIZES["full"])}}
+    atomic_write_text(args.work / "summary.json", json.dumps(summary, indent=1) + "\n")
     print()
     print((out / "REPORT.md").read_text().split("## Search")[0])
     print("search checks:", json.dumps(checks, indent=1))
-    print(f"summary: {args.work / 'summary.json'}; this call took {seconds / 60:.1f} min")
+    print(f"summary: {args.work / 'summary.json'}; this call took {seconds / 60:.1f} min "
+          f"(the pipeline {pipeline_s / 60:.1f}, the checks {(seconds - pipeline_s) / 60:.1f})")
     return 0
 
 
