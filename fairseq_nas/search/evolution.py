@@ -63,11 +63,10 @@ TIE_BREAKS = ("capacity", "speed")
 def rank_key(c: Candidate, tie_break: str = "capacity") -> tuple[float, float, float]:
     """Order of candidates: ranker score, then `tie_break` (one of TIE_BREAKS)."""
     lat = math.inf if c.latency_ms is None else c.latency_ms
-    params = math.inf if c.params is None else c.params
-    if tie_break == "capacity":
-        return (-c.score, -params if c.params is not None else math.inf, lat)
+    if tie_break == "capacity":  # an unknown params count ranks last, as an unknown latency does
+        return (-c.score, math.inf if c.params is None else -c.params, lat)
     if tie_break == "speed":
-        return (-c.score, lat, params)
+        return (-c.score, lat, math.inf if c.params is None else c.params)
     raise FairseqNasError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
 
 
