@@ -3,6 +3,7 @@ for collect, export and fairseq-generate from another folder after FILE is delet
 an edited FILE, and a model built from another space than its weights' is a one-line error."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -23,12 +24,17 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+def _trained_space():
+    """The space the supernet was built from: the file's, and (--share-all-embeddings) sharing its embeddings."""
+    return dataclasses.replace(parse_space(TINY_SPACE_YAML), share_all_embeddings=True)
+
+
 def test_the_checkpoint_cfg_holds_the_space_text(custom_space_supernet):
     state = torch.load(custom_space_supernet, map_location="cpu", weights_only=True)
     model_cfg = state["cfg"]["model"]
     assert model_cfg["search_space"] == "tiny.yaml" and not (custom_space_supernet.parent.parent / "tiny.yaml").exists()
-    assert parse_space(model_cfg["space_yaml"]) == parse_space(TINY_SPACE_YAML)
-    assert parse_space(state["model"]["_extra_state"]["space_yaml"]) == parse_space(TINY_SPACE_YAML)
+    assert parse_space(model_cfg["space_yaml"]) == _trained_space()
+    assert parse_space(state["model"]["_extra_state"]["space_yaml"]) == _trained_space()
 
 
 def test_collect_export_generate_from_another_folder_without_the_yaml(custom_space_supernet, demo_data, tmp_path,
@@ -68,7 +74,7 @@ def test_an_edited_space_file_is_not_read_and_a_mismatch_is_an_error(custom_spac
     try:
         # the checkpoint's own space, not the edited file at its path
         evaluator = SubnetEvaluator(custom_space_supernet, demo_data, max_sentences=4, device="cpu")
-        assert evaluator.space == parse_space(TINY_SPACE_YAML) != parse_space(EDITED_YAML)
+        assert evaluator.space == _trained_space() != parse_space(EDITED_YAML)
 
         # a checkpoint without the text in its cfg (as written before) is built from the edited file:
         # its weights' space (the model's extra state) differs, which is an error, not a silent mismatch

@@ -55,6 +55,7 @@ def test_rank_pairwise_reports_tau_writes_outputs_and_prunes(tmp_path, capsys):
     for name in ("ranker/ranker.json", "metrics.json", "importance.json", "importance.png",
                  "pruned_space.yaml", "fixed.json"):
         assert (out / name).is_file(), name
+    assert load_space(str(out / "space.yaml")) == space  # the ranker's feature space, where search looks
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["pairwise"]["kendall_tau"] == pytest.approx(tau_pair, abs=1e-4)
     assert metrics["n_test"] == 30 and metrics["direction"] == "lower" and metrics["use_case"] == "architecture ranker"

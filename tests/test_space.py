@@ -424,7 +424,8 @@ BAD_SPACES = [
     ("top-empty", "", "<top level>", "empty file"),
     ("yaml-syntax", "name: x\nencoder: [1, 2\ndecoder: {}\n", "line 3", "malformed YAML"),
     ("yaml-duplicate", "name: x\nname: y\n", "line 2", "duplicate key 'name'"),
-    ("top-unknown", _set("search", 1), "search", "valid keys: name, description, encoder, decoder"),
+    ("top-unknown", _set("search", 1), "search",
+     "valid keys: name, description, share_all_embeddings, encoder, decoder"),
     ("missing-stack", _set("decoder", _DELETE), "decoder", "missing stack"),
     ("stack-not-map", _set("encoder", [1]), "encoder", "expected a mapping"),
     ("unknown-key", _set("encoder.ffn", [1]), "encoder.ffn", "valid keys: layers, embed_dim"),
@@ -634,3 +635,22 @@ def test_encode_rejects_an_unknown_operator():
                                                                                 operator="rnn"),)))
     with pytest.raises(SpaceError, match="layers.operator: unknown value 'rnn'"):
         encode(bad, space)
+
+
+def test_a_space_may_say_whether_embeddings_are_shared(tmp_path):
+    """share_all_embeddings: the space decides when it says; a contradicting flag is a one-line error."""
+    from fairseq_nas.space import parse_space
+    from fairseq_nas.space.loader import builtin_space_path
+
+    text = builtin_space_path("shrinknas_iwslt14").read_text()
+    unsaid = parse_space(text, "a.yaml")
+    assert unsaid.embeddings_shared(None) is None and unsaid.embeddings_shared(True) is True
+    assert "share_all_embeddings" not in unsaid.to_yaml()  # an unsaid space's file stays as it was
+    said = parse_space("share_all_embeddings: true\n" + text, "b.yaml")
+    assert said.embeddings_shared(None) is True and said.embeddings_shared(True) is True
+    assert parse_space(said.to_yaml(), "c.yaml") == said != unsaid
+    with pytest.raises(SpaceError, match=r"^b\.yaml: share_all_embeddings: the space says true, the command line "
+                                         r"has --no-share-all-embeddings: drop"):
+        said.embeddings_shared(False)
+    with pytest.raises(SpaceError, match=r"^d\.yaml: share_all_embeddings: expected true or false, got 'yes please'"):
+        parse_space("share_all_embeddings: yes please\n" + text, "d.yaml")

@@ -11,9 +11,9 @@ DESCRIPTION = """\
 Evaluate N subnets of a trained supernet with inherited weights on a fixed validation subset (the
 first sentences of --subset, in file order) and append one JSON row per subnet to --out:
 index, subnet, valid_loss, valid_nll_loss (label-smoothed CE / NLL per target token, base 2, as
-fairseq's valid_loss), params (of the exported subnet), flops (of one --flops-len sentence, when
-fairseq_nas.latency.costs is available), bleu (--bleu), n_sentences, n_tokens, subset, seed,
-strategy, space, eval_s; the iterative strategy adds round, pool_size, rounds, alpha. The space
+fairseq's valid_loss), params (of the exported subnet), flops (of one --flops-len sentence, beam
+5, as latency counts them, when fairseq_nas.latency.costs is available), bleu (--bleu),
+n_sentences, n_tokens, subset, seed, strategy, space, eval_s; the iterative strategy adds round, pool_size, rounds, alpha. The space
 is written once beside the rows (archs.jsonl -> archs.space.yaml), where `fairseq-nas rank`
 finds it. Resumable: run the same command again after an interruption; subnets that have a row
 are skipped."""
@@ -44,8 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="label smoothing of valid_loss (default: the checkpoint's criterion's)")
     p.add_argument("--flops-len", type=int, default=23,
-                   help="FLOPs are counted for one sentence of this many source and target tokens, greedy "
-                        "(default 23, HAT's IWSLT latency protocol)")
+                   help="FLOPs are counted for one sentence of this many source and target tokens, beam 5, "
+                        "as `latency` counts them (default 23, HAT's IWSLT latency protocol)")
     p.add_argument("--bleu", action="store_true", help="also decode the subset and record BLEU (slow)")
     p.add_argument("--beam", type=int, default=1, help="beam size for --bleu (default 1, greedy)")
     p.add_argument("--shard", metavar="I/N", help="evaluate only subnets k with k mod N = I (I from 0); give "

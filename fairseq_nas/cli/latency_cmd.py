@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
     p.add_argument("--source-lang", "-s", metavar="SRC", help="with --dict: the source language (default: inferred)")
     p.add_argument("--target-lang", "-t", metavar="TGT", help="with --dict: the target language (default: inferred)")
     p.add_argument("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=None,
-                   help="count one shared embedding (needs a joined vocabulary); default: as the space's "
+                   help="count one shared embedding (needs a joined vocabulary); default: as the space says "
+                        "(share_all_embeddings: a supernet checkpoint's space always says), else as the space's "
                         "builtin arch does, if the vocabulary is joined")
     p.add_argument("--untie-decoder-output", action="store_true", help="count a separate output projection")
     add_protocol_args(p)
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if args.group < 1:
         raise FairseqNasError(f"--group: expected a positive integer, got {args.group}")
     protocol = protocol_from_args(args)
-    share = args.share_all_embeddings
+    share = space.embeddings_shared(args.share_all_embeddings)
     if share is None:
         share = vocab.joined and bool(SUPERNET_ARCHS.get(f"supernet_{space.name}", {}).get("share_all_embeddings"))
     elif share and not vocab.joined:

@@ -37,8 +37,9 @@ or FLOPs target (lower is better) is fit on its negative; BLEU/accuracy as is (o
 The search space: --space, else ROWS' sidecar (archs.jsonl -> archs.space.yaml, written by collect),
 else the builtin space named by the rows' "space" field.
 
-Writes DIR/ranker/ (the fitted model: ranker.json + LightGBM text or .npz), DIR/metrics.json,
-DIR/importance.json, DIR/importance.png and with --prune DIR/pruned_space.yaml and DIR/fixed.json."""
+Writes DIR/ranker/ (the fitted model: ranker.json + LightGBM text or .npz), DIR/space.yaml (the
+space its features encode; search reads it), DIR/metrics.json, DIR/importance.json,
+DIR/importance.png and with --prune DIR/pruned_space.yaml and DIR/fixed.json."""
 
 
 def add_parser(sub) -> None:
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         model, secs = _fit(args.objective, args.seed, X, y, names)
         results[args.objective]["refit_s"] = secs
     model.save(out / "ranker")
+    space.save(out / "space.yaml")  # the ranker's feature space: search finds it (and its embedding sharing) here
     plot_importance(importance, out / "importance.png", theta=args.theta,
                     title=f"Permutation importance, {label} on {target}")
     atomic_write_text(out / "importance.json", json.dumps({
@@ -281,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         "duplicates": rs.duplicates, "train_fraction": args.train_fraction, "seed": args.seed,
         "refit_on_all_rows": bool(args.refit), "models": results,
     }
-    written = [out / "ranker", out / "metrics.json", out / "importance.json", out / "importance.png"]
+    written = [out / "ranker", out / "space.yaml", out / "metrics.json", out / "importance.json",
+               out / "importance.png"]
     if args.prune:
         best = int(np.argmax(y))
         combined = dict(all_importance)

@@ -73,9 +73,11 @@ def add_parser(sub) -> None:
     m.add_argument("--no-measure", action="store_true", help="skip measuring the top K (predicted latency only)")
     m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
     m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
-    m.add_argument("--share-all-embeddings", action="store_true",
-                   help="count one embedding shared by encoder, decoder and output (a supernet trained with "
-                        "--share-all-embeddings); default: not shared")
+    m.add_argument("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="count one embedding shared by encoder, decoder and output (needs a joined vocabulary); "
+                        "default: as the feature space says (share_all_embeddings: collect's archs.space.yaml, "
+                        "recorded with the ranker, says what the supernet does), else as --space says, else not "
+                        "shared")
     add_protocol_args(m)  # the top K are measured together, interleaved in rounds (default), as `latency` does
     p.set_defaults(func=run)
 
@@ -191,7 +193,18 @@ def _vocab(args):
     return None
 
 
-def _measure_top(args, finalists, reserve, space, vocab, max_measured: int):
+def _shared(args, feature_space, space, vocab) -> bool:
+    """Whether embeddings are shared: as the feature space says, else --space, else the flag (default no)."""
+    said = feature_space.embeddings_shared(args.share_all_embeddings)
+    if said is None:
+        said = space.embeddings_shared(args.share_all_embeddings)
+    if said and not vocab[2]:
+        raise FairseqNasError("--share-all-embeddings (or the space's share_all_embeddings: true) needs one joined "
+                              "vocabulary; --dict has different source and target dictionaries")
+    return bool(said)
+
+
+def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measured: int):
     """Measure the top K together (interleaved in rounds by default), then the next-best in batches
     of K while none meets the limit. Returns ([(candidate, ms)], {subnet key: how it was measured})."""
     from tqdm import tqdm
@@ -203,7 +216,6 @@ def _measure_top(args, finalists, reserve, space, vocab, max_measured: int):
 
     protocol = protocol_from_args(args)
     host = prepare_host(args, "search: measuring the top K")
-    share = args.share_all_embeddings and vocab[2]
     details: dict = {}
     meter = LoadMeter()
 
@@ -264,10 +276,9 @@ def run(args: argparse.Namespace) -> int:
         latency_fn = lat_model.predict
     vocab = _vocab(args)
     params_fn = None
+    share = _shared(args, feature_space, space, vocab) if vocab is not None else False
     if vocab is not None:
         from fairseq_nas.latency.costs import count_params
-
-        share = args.share_all_embeddings and vocab[2]
 
         def params_fn(s):
             return count_params(s, feature_space, vocab[0], vocab[1], share)
@@ -330,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_measure:
         if vocab is None:
             raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
-        measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, max_measured)
+        measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, share, max_measured)
         if len(measured) > len(finalists):
             print(f"none of the top {len(finalists)} met {args.latency_ms:g} ms when measured; measured the next "
                   f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "

@@ -188,13 +188,16 @@ class SubnetEvaluator:
     def has_flops(self) -> bool:
         return self._flops is not None
 
-    def flops(self, subnet) -> Optional[float]:
-        """FLOPs of translating one sentence of ``flops_len`` tokens into ``flops_len`` tokens (greedy,
-        output projection included) from ``fairseq_nas.latency.costs.count_flops``; None without it."""
+    def flops(self, subnet) -> Optional[int]:
+        """FLOPs of translating one sentence of ``flops_len`` tokens into ``flops_len`` tokens with
+        `latency`'s beam (5), output projection included (``fairseq_nas.latency.costs.count_flops``): the
+        number `fairseq-nas latency` reports with its default protocol. None without that module."""
         if self._flops is None:
             return None
-        return float(self._flops(subnet, self.space, src_len=self.flops_len, tgt_len=self.flops_len,
-                                 tgt_vocab=len(self.task.target_dictionary), beam=1))
+        from fairseq_nas.latency.measure import Protocol
+
+        return int(self._flops(subnet, self.space, src_len=self.flops_len, tgt_len=self.flops_len,
+                               tgt_vocab=len(self.task.target_dictionary), beam=Protocol().beam))
 
     @torch.no_grad()
     def bleu(self, subnet, beam: int = 1, max_len_a: float = 1.2, max_len_b: int = 10,

@@ -2,6 +2,7 @@
 one architecture per shipped search space."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Optional
 
@@ -60,8 +61,12 @@ class SupernetModel(ElasticEncoderDecoder):
         set_defaults(cfg, SUPERNET_ARCHS.get(getattr(cfg, "arch", None) or getattr(cfg, "_name", ""), {}),
                      SupernetConfig)
         space = resolve_space(cfg)
+        # the space decides whether embeddings are shared when it says; else --share-all-embeddings (or the
+        # arch). The stored space always says, so every later stage counts the params this model has.
+        share = bool(space.embeddings_shared(True if cfg.share_all_embeddings else None))
+        space = dataclasses.replace(space, share_all_embeddings=share)
         # the checkpoint carries the space, not the path (or the overrides) it came from
-        keep_in_checkpoint(cfg, space_yaml=space.to_yaml())
+        keep_in_checkpoint(cfg, space_yaml=space.to_yaml(), share_all_embeddings=share)
         plan = plan_from_space(space)
         encoder, decoder = build_stacks(cfg, task, plan)
         model = cls(cfg, encoder, decoder, space)

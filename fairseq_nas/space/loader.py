@@ -13,7 +13,7 @@ from fairseq_nas.space.schema import STACKS, parse_stack, stack_to_dict
 from fairseq_nas.space.searchspace import SearchSpace
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-TOP_KEYS = ("name", "description") + STACKS
+TOP_KEYS = ("name", "description", "share_all_embeddings") + STACKS
 ARCH_PREFIX = "supernet_"
 YAML_HEADER = ("# fairseq-nas search space (schema: fairseq_nas/space/schema.py).\n"
                "# Per stack: layers and embed_dim are chosen once; the other dims in every layer.\n")
@@ -52,8 +52,11 @@ def space_from_dict(d: Any, source: str) -> SearchSpace:
     description = d.get("description") or ""
     if not isinstance(description, str):
         raise SpaceError(source, "description", f"expected a string, got {description!r}")
+    share = d.get("share_all_embeddings")
+    if share is not None and not isinstance(share, bool):
+        raise SpaceError(source, "share_all_embeddings", f"expected true or false, got {share!r}")
     stacks = {s: parse_stack(d.get(s), s, source) for s in STACKS}
-    return SearchSpace(name=name, description=description, source=source, **stacks)
+    return SearchSpace(name=name, description=description, source=source, share_all_embeddings=share, **stacks)
 
 
 def parse_space(text: str, source: str = "<string>") -> SearchSpace:
@@ -109,6 +112,8 @@ def load_space(spec: Union[str, Path, SearchSpace]) -> SearchSpace:
 
 def space_to_dict(space: SearchSpace) -> dict[str, Any]:
     d: dict[str, Any] = {"name": space.name, "description": space.description}
+    if space.share_all_embeddings is not None:  # left out when unsaid: a space's file and hash stay as they were
+        d["share_all_embeddings"] = space.share_all_embeddings
     for s in STACKS:
         d[s] = stack_to_dict(getattr(space, s), s)
     return d

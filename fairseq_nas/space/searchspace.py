@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 from fairseq_nas.errors import SpaceError
 from fairseq_nas.space import describe as _describe
@@ -24,9 +24,25 @@ class SearchSpace:
     decoder: StackSpace
     description: str = ""
     source: str = field(default="<space>", compare=False)
+    # Whether the model shares one embedding between encoder, decoder and output (fairseq's
+    # --share-all-embeddings); None: the space does not say (the command line decides). A supernet
+    # checkpoint's space always says, so collect, latency and search count params as it built them.
+    share_all_embeddings: Optional[bool] = None
 
     def __post_init__(self) -> None:
         check_space(self)
+
+    def embeddings_shared(self, flag: Optional[bool], option: str = "--share-all-embeddings") -> Optional[bool]:
+        """The space's share_all_embeddings, or `flag` (a command line's; None: not given) when the
+        space does not say. A flag that contradicts the space is a one-line error."""
+        said = self.share_all_embeddings
+        if said is None:
+            return flag
+        if flag is not None and flag != said:
+            given = option if flag else "--no-" + option[2:]
+            raise SpaceError(self.source, "share_all_embeddings", f"the space says {str(said).lower()}, the command "
+                                                                  f"line has {given}: drop {given} (or edit the space)")
+        return said
 
     def stack(self, name: str) -> StackSpace:
         if name not in ("encoder", "decoder"):
