@@ -9,14 +9,14 @@ from fairseq_nas.errors import FairseqNasError
 
 DESCRIPTION = """\
 Evaluate N subnets of a trained supernet with inherited weights on a fixed validation subset (the
-first sentences of --subset, in file order) and append one JSON row per subnet to --out:
-index, subnet, valid_loss, valid_nll_loss (label-smoothed CE / NLL per target token, base 2, as
-fairseq's valid_loss), params (of the exported subnet), flops (of one --flops-len sentence, beam
-5, as latency counts them, when fairseq_nas.latency.costs is available), bleu (--bleu),
-n_sentences, n_tokens, subset, seed, strategy, space, eval_s; the iterative strategy adds round, pool_size, rounds, alpha. The space
-is written once beside the rows (archs.jsonl -> archs.space.yaml), where `fairseq-nas rank`
-finds it. Resumable: run the same command again after an interruption; subnets that have a row
-are skipped."""
+first sentences of --subset, in file order) and append one JSON row per subnet to --out: index,
+subnet, valid_loss, valid_nll_loss (label-smoothed CE / NLL per target token, base 2, as fairseq's
+valid_loss), params (of the exported subnet), flops (of one --flops-len sentence, beam 5, as
+latency counts them, when fairseq_nas.latency.costs is available), bleu (--bleu), n_sentences,
+n_tokens, subset, seed, strategy, space, eval_s; the iterative strategy adds round, pool_size,
+rounds, alpha. The space is written once beside the rows (archs.jsonl -> archs.space.yaml), where
+`fairseq-nas rank` finds it. Resumable: run the same command again after an interruption; subnets
+that have a row are skipped."""
 
 
 def add_parser(sub) -> None:
