@@ -61,6 +61,8 @@ def test_search_writes_outputs_measures_only_top_k_and_meets_the_limit(predictor
     space.validate_subnet(__import__("fairseq_nas.space", fromlist=["Subnet"]).Subnet.from_dict(best))
     top = [json.loads(line) for line in (out / "topk.jsonl").read_text().splitlines()]
     assert len(top) == 3 and all(r["measured_latency_ms"] is not None for r in top)
+    # predicted and measured named apart; `latency_ms` is latency.jsonl's measured number, not used here
+    assert all("latency_ms" not in r and r["predicted_latency_ms"] > 0 for r in top)
     winner = next(r for r in top if r["subnet"] == best)
     assert winner["measured_latency_ms"] <= limit and all(r["predicted_latency_ms"] <= limit for r in top)
     gens = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]

@@ -351,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
     for i, c in enumerate(finalists):
         m = measured[i][1] if measured else None
         meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
-        rows.append({"rank": i + 1, **c.to_dict(), "predicted_latency_ms": c.latency_ms, "measured_latency_ms": m,
+        rows.append({"rank": i + 1, **c.to_dict(), "measured_latency_ms": m,
                      "meets_limit": meets, **({"measured": details[c.subnet.key()]} if measured else {})})
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     winners = [r for r in rows if r["meets_limit"] is not False]

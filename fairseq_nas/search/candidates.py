@@ -41,7 +41,8 @@ class Candidate:
     params: Optional[int]
 
     def to_dict(self) -> dict:
-        return {"subnet": self.subnet.to_dict(), "score": self.score, "latency_ms": self.latency_ms,
+        """`predicted_latency_ms`, never `latency_ms`: that name is latency.jsonl's measured number."""
+        return {"subnet": self.subnet.to_dict(), "score": self.score, "predicted_latency_ms": self.latency_ms,
                 "params": self.params}
 
 
