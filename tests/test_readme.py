@@ -43,3 +43,29 @@ def test_readme_space_commands_run(cmd):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
+
+
+def _all_commands(tool: str) -> list[str]:
+    """Every `tool ...` command of the README's bash blocks, continuation lines joined, comments cut."""
+    out = []
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            cmd = line.split(" #")[0].strip()
+            if cmd.startswith(tool + " "):
+                out.append(cmd)
+    return out
+
+
+@pytest.mark.parametrize("cmd", _all_commands("fairseq-nas"))
+def test_every_readme_fairseq_nas_command_parses(cmd):
+    """The real parsers accept every option the README shows (an option that does not exist fails)."""
+    from fairseq_nas.cli.main import build_parser
+
+    argv = [a for a in shlex.split(cmd)[1:] if not (a.startswith("[") or a.endswith("]"))]
+    args = build_parser(argv).parse_args(argv)
+    assert callable(getattr(args, "func", None)), cmd
+
+
+def test_the_readme_shows_the_pipeline_commands():
+    names = {shlex.split(c)[1] for c in _all_commands("fairseq-nas")}
+    assert {"space", "latency", "collect", "rank", "search", "export", "bleu"} <= names
