@@ -15,7 +15,7 @@
 #   DATA_BIN=DIR bash scripts/demo.sh     your own corpus: a data-bin from prepare-parallel.sh
 #       (BPE output is decoded with its sentencepiece model; TGT_LANG, default en, is the
 #       language BLEU detokenizes). Any size variable below (SUPER_UPDATES, SCRATCH_UPDATES,
-#       FT_UPDATES, BASELINES, SPACE, ...) can be set in the environment to override the default.
+#       FT_UPDATES, BASELINES, SPACE, LR, FT_LR, ...) can be set in the environment to override the default.
 #
 # Every stage is skipped when its output exists, so an interrupted demo resumes. Independent
 # trainings run two at a time (JOBS=2), one thread each; latency is measured with nothing else running.
@@ -35,15 +35,17 @@ USER_DIR="$REPO/fairseq_nas"
 # defaults() sets each NAME=VALUE only where the environment has not set NAME
 defaults() { local kv k; for kv in "$@"; do k="${kv%%=*}"; [ -n "${!k:-}" ] || printf -v "$k" '%s' "${kv#*=}"; done; }
 case "${DEMO_SIZE:-small}" in
-  small) defaults TRAIN=6000 SUPER_UPDATES=600 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=30 LAT_RUNS=10 \
+  small) defaults TRAIN=6000 SUPER_UPDATES=1200 DSS_EVERY=4 DSS_TIMES=2 DSS_ITERS=3 DSS_POP=16 N_LAT=24 LAT_RUNS=10 \
                   N_COLLECT=40 EVAL_SENTS=100 GENS=10 POP=30 PARENTS=8 MUT=11 CROSS=11 SCRATCH_UPDATES=400 \
-                  FT_UPDATES=100 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 LAT_ROUNDS=5 ;;
+                  FT_UPDATES=200 TOPK=3 DIV_SUBNETS=16 BASELINES=96:3:2,128:3:3 LAT_ROUNDS=5 ;;
   tiny)  defaults TRAIN=800 SUPER_UPDATES=120 DSS_EVERY=1 DSS_TIMES=2 DSS_ITERS=2 DSS_POP=8 N_LAT=16 LAT_RUNS=3 \
                   N_COLLECT=20 EVAL_SENTS=30 GENS=3 POP=12 PARENTS=4 MUT=4 CROSS=4 SCRATCH_UPDATES=12 FT_UPDATES=6 \
                   TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:3 LAT_ROUNDS=3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
-defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.02 FT_LR=1e-3 PRUNE=0
+defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.02 LR=2e-3 PRUNE=0
+# LR: every training's peak learning rate (supernet, baselines, found from scratch); FT_LR: fine-tuning's
+defaults FT_LR="$LR"
 case "$SAMPLER" in dss|uniform|sandwich) ;;
   *) echo "demo.sh: error: SAMPLER must be dss, uniform or sandwich, got $SAMPLER" >&2; exit 2 ;; esac
 defaults FT_WARMUP=$(( FT_UPDATES / 4 > 10 ? FT_UPDATES / 4 : 10 ))
@@ -54,7 +56,7 @@ mkdir -p "$OUT/plots" "$OUT/claim"
 T0=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 have() { [ -e "$1" ] && echo "    (done: $1)"; }
-TRAIN_COMMON=(--user-dir "$USER_DIR" --optimizer adam --adam-betas "(0.9, 0.98)" --lr 1e-3
+TRAIN_COMMON=(--user-dir "$USER_DIR" --optimizer adam --adam-betas "(0.9, 0.98)" --lr "$LR"
               --lr-scheduler inverse_sqrt --warmup-updates 100 --max-tokens 2048
               --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
               --no-progress-bar --log-format json --log-interval 10 --no-epoch-checkpoints
@@ -240,4 +242,5 @@ fairseq-nas latency --checkpoints "${ALL[@]}" "${LAT_COMMON[@]}" --out "$OUT/cla
 
 stage "11. report"
 "$PY" -m fairseq_nas.report.demo "$OUT" --seconds $(( $(date +%s) - T0 )) ${DATA_BIN:+--data "$DATA"} \
-  --space "$SPACE" --scratch-updates "$SCRATCH_UPDATES" --ft-updates "$FT_UPDATES"
+  --space "$SPACE" --scratch-updates "$SCRATCH_UPDATES" --ft-updates "$FT_UPDATES" \
+  --recipe "Adam, inverse square root schedule, peak lr $LR after 100 warm-up updates for the supernet, the baselines and the found architectures; fine-tuning at peak lr $FT_LR after $FT_WARMUP; 2,048 tokens per update, label smoothing 0.1, dropout 0.1"

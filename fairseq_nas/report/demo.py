@@ -2,7 +2,7 @@
 OUT/comparison.jsonl, and the verdict and table on stdout (see `fairseq_nas.report.claim`).
 
     python -m fairseq_nas.report.demo OUT [--seconds S] [--data DIR] [--space FILE]
-        [--scratch-updates B] [--ft-updates F]
+        [--scratch-updates B] [--ft-updates F] [--recipe TEXT]
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _search_section(out: Path) -> list[str]:
 
 def write_report(out: Path, seconds: Optional[int] = None, data: Optional[str] = None,
                  space: str = "scripts/demo-space.yaml", scratch_updates: Optional[int] = None,
-                 ft_updates: Optional[int] = None) -> list[dict]:
+                 ft_updates: Optional[int] = None, recipe: Optional[str] = None) -> list[dict]:
     """Write OUT/REPORT.md and OUT/comparison.jsonl atomically; returns the comparison rows."""
     from fairseq_nas.report.claim import write_report as write_claim
 
@@ -104,6 +104,8 @@ def write_report(out: Path, seconds: Optional[int] = None, data: Optional[str] =
             f"from scratch for the same updates, and the found subnets are fine-tuned from their inherited "
             f"weights for {_fmt(ft_updates)} updates. BLEU on the test split, beam 5. Latency: every trained "
             "model measured together on this CPU, 1 thread, beam 5, source and target 23 tokens.")
+    if recipe:
+        what += f" Training: {recipe}."
     if seconds is not None:
         what += f" Wall time of the demo: {seconds // 60} min {seconds % 60} s."
     extra = _search_section(out) + _metrics_section(out) + _dss_section(out) + ["## Plots", ""]
@@ -124,8 +126,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--space", default="scripts/demo-space.yaml")
     ap.add_argument("--scratch-updates", type=int)
     ap.add_argument("--ft-updates", type=int)
+    ap.add_argument("--recipe", help="the training settings, as one sentence for the report")
     args = ap.parse_args(argv)
-    rows = write_report(Path(args.out), args.seconds, args.data, args.space, args.scratch_updates, args.ft_updates)
+    rows = write_report(Path(args.out), args.seconds, args.data, args.space, args.scratch_updates, args.ft_updates,
+                        args.recipe)
     print_summary(rows, Path(args.out))
     return 0
 
