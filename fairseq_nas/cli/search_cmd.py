@@ -259,9 +259,11 @@ def run(args: argparse.Namespace) -> int:
         Constraints,
         EvolutionConfig,
         evolution_search,
+        meets_limit,
         plot_pareto,
         random_search,
-        top_k,
+        select_finalists,
+        winner_index,
     )
     from fairseq_nas.search.evolution import InfeasibleLimitError
     from fairseq_nas.space import Subnet, feature_names, load_space
@@ -343,11 +345,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    ranked = top_k(scorer, cons, max_measured, args.tie_break)
-    finalists = ranked[: args.top_k]
-    if result.best.subnet.key() not in {c.subnet.key() for c in finalists}:
-        finalists = [result.best] + finalists[: args.top_k - 1]
-    reserve = [c for c in ranked if c.subnet.key() not in {f.subnet.key() for f in finalists}]
+    finalists, reserve = select_finalists(scorer, cons, result.best, args.top_k, max_measured, args.tie_break)
     measured = []
     if not args.no_measure:
         if vocab is None:
@@ -358,15 +356,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
                   f"{max_measured} in all)", file=sys.stderr)
         finalists = [c for c, _ in measured]
-    rows = []
-    for i, c in enumerate(finalists):
-        m = measured[i][1] if measured else None
-        meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
-        rows.append({"rank": i + 1, **c.to_dict(), "measured_latency_ms": m,
-                     "meets_limit": meets, **({"measured": details[c.subnet.key()]} if measured else {})})
+    ms = [m for _, m in measured] if measured else [None] * len(finalists)
+    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": meets_limit(m, args.latency_ms),
+             **({"measured": details[c.subnet.key()]} if measured else {})}
+            for i, (c, m) in enumerate(zip(finalists, ms))]
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    winners = [r for r in rows if r["meets_limit"] is not False]
-    if not winners:
+    won = winner_index(ms, args.latency_ms)
+    if won is None:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
         plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
         fastest = min(r["measured_latency_ms"] for r in rows)
@@ -374,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
                               f"limit when measured (fastest {fastest:.2f} ms); raise --top-k or --max-measured, "
                               f"lower the limit for the search, or refit the latency model; see "
                               f"{out / 'topk.jsonl'}")
-    best = Subnet.from_dict(winners[0]["subnet"], "topk")
+    best = Subnet.from_dict(rows[won]["subnet"], "topk")
     atomic_write_text(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
     plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
 
@@ -385,5 +381,5 @@ def run(args: argparse.Namespace) -> int:
         mm = "" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.2f}"
         pa = "" if r["params"] is None else f"{r['params']:,}"
         print(f"{r['rank']:>4} {r['score']:>10.4f} {pm:>9} {mm:>9} {pa:>12}  {r['meets_limit']}")
-    print(f"best: {out / 'best.json'} (rank {winners[0]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
+    print(f"best: {out / 'best.json'} (rank {rows[won]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
     return 0
