@@ -164,3 +164,16 @@ def test_a_new_search_removes_the_outputs_of_an_earlier_one(work, capsys):
     best = (out / "best.json").read_text()
     rc, _, _ = _search(work, capsys, "--no-progress", "--resume", out="stale")  # finished: resumes to the same
     assert rc == 0 and (out / "best.json").read_text() == best
+
+
+def test_summary_counts_generations_as_asked_and_progress_is_lines_in_a_log(work, capsys):
+    rc, out, err = _search(work, capsys, out="counts", generations="3")
+    assert rc == 0
+    assert "initial population + 3 generations" in out, out  # --generations 3: 3 bred after the first
+    assert "\r" not in err  # stderr is not a terminal: lines, not a bar
+    assert [line for line in err.splitlines() if line.startswith("evolution: ")][-1].startswith(
+        "evolution: 4/4 populations (100%)"), err
+    rc, out, err = _search(work, capsys, "--strategy", "random", "--patience", "2", out="counts")
+    rounds = len((work / "counts" / "search.jsonl").read_text().splitlines())
+    assert rc == 0 and rounds >= 3
+    assert f"{rounds} rounds" in out and f"random: {rounds} rounds" in err, (out, err)

@@ -60,7 +60,8 @@ def add_parser(sub) -> None:
     device.add_argument("--device", choices=("cpu", "cuda"),
                         help="where to evaluate, as `latency --device` (default: cuda if available)")
     device.add_argument("--cpu", action="store_true", help="fairseq's name for --device cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (a bar on a terminal, else a line every 10%%)")
     p.set_defaults(func=run)
 
 

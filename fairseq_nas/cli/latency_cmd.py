@@ -70,7 +70,8 @@ def add_parser(sub) -> None:
                         "also capped by --group-memory) (default 32)")
     p.add_argument("--group-memory", type=float, default=4.0, metavar="GB",
                    help="rounds protocol: at most this many GB of model weights in one group (default 4)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (a bar on a terminal, else a line every 10%%)")
     p.add_argument("--out", required=True, metavar="latency.jsonl", help="JSON lines output (appended, resumable)")
     p.set_defaults(func=run)
 
@@ -206,12 +207,11 @@ def run(args: argparse.Namespace) -> int:
         vocab = parse_vocab_size(args.vocab_size)
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)
-    from tqdm import tqdm
-
     from fairseq_nas.latency.host import LoadMeter, pinned
     from fairseq_nas.latency.measure import DTYPES, device_name, measure_many
     from fairseq_nas.latency.store import LatencyStore, RoundLog, rounds_path, row_key
     from fairseq_nas.models.supernet import SUPERNET_ARCHS
+    from fairseq_nas.progress import Progress
 
     if args.group < 1:
         raise FairseqNasError(f"--group: expected a positive integer, got {args.group}")
@@ -248,8 +248,7 @@ def run(args: argparse.Namespace) -> int:
     host = prepare_host(args, "latency") if todo else {"cores": None, "malloc": None, "load": None}
     stamp = {"share_all_embeddings": share, "cores": host["cores"], "malloc": host["malloc"]}
     remaining = sum(n_rounds - len(prior.get((r, i), [])) for r, i, _ in todo)
-    bar = tqdm(total=remaining, desc="latency", unit="round", file=sys.stderr, dynamic_ncols=True,
-               disable=args.no_progress)
+    bar = Progress("latency", total=remaining, unit="round", disable=args.no_progress)
     bytes_per = DTYPES[protocol.dtype].itemsize
 
     def on_round(key, rnd: int, entry: dict) -> None:
@@ -323,10 +322,9 @@ def run_checkpoints(args: argparse.Namespace) -> int:
             read_checkpoint(c)
         host = prepare_host(args, "latency")
         logging.getLogger("fairseq").setLevel(logging.WARNING)
-        from tqdm import tqdm
+        from fairseq_nas.progress import Progress
 
-        bar = tqdm(total=protocol.n_rounds * len(todo), desc="latency", unit="round", file=sys.stderr,
-                   dynamic_ncols=True, disable=args.no_progress)
+        bar = Progress("latency", total=protocol.n_rounds * len(todo), unit="round", disable=args.no_progress)
         try:
             with pinned(host["cores"]):
                 rows = measure_checkpoints(todo, args.dict, protocol, progress=lambda: bar.update(1),

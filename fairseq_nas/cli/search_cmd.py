@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
                         + list(SETTING_FLAGS.values())[-1] + " differ "
                         "from the stored search's. Without --resume a search starts over: the search.jsonl, "
                         "best.json, topk.jsonl and pareto.png of an earlier one in OUT are removed first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (search and measurement)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress of the search or the measurement (a bar on a terminal, else a line every 10%%)")
     g = p.add_argument_group("evolution (HAT's defaults)")
     g.add_argument("--population", type=int, default=125,
                    help="candidates per generation; random search: samples per round (default 125)")
@@ -207,11 +208,10 @@ def _shared(args, feature_space, space, vocab) -> bool:
 def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measured: int):
     """Measure the top K together (interleaved in rounds by default), then the next-best in batches
     of K while none meets the limit. Returns ([(candidate, ms)], {subnet key: how it was measured})."""
-    from tqdm import tqdm
-
     from fairseq_nas.cli.latency_cmd import prepare_host, protocol_from_args
     from fairseq_nas.latency.host import LoadMeter, pinned
     from fairseq_nas.latency.measure import measure_many
+    from fairseq_nas.progress import Progress
     from fairseq_nas.search import measure_until_one_meets
 
     protocol = protocol_from_args(args)
@@ -219,9 +219,16 @@ def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measur
     details: dict = {}
     meter = LoadMeter()
 
+    bar = Progress("measuring top K", total=protocol.n_rounds * len(finalists), unit="round",
+                   disable=args.no_progress)
+    counted = [len(finalists)]  # candidates the bar's total covers
+
     def measure_batch(cands) -> list[float]:
+        if counted[0] <= 0:  # the next-best, measured after the top K: the bar grows by their rounds
+            bar.add_total(protocol.n_rounds * len(cands))
+        counted[0] -= len(cands)
         rows = measure_many(list(enumerate(c.subnet for c in cands)), space, vocab[0], vocab[1], protocol, share,
-                            meter=meter)
+                            meter=meter, progress=bar.update)
         for i, c in enumerate(cands):
             r = rows[i]
             details[c.subnet.key()] = {
@@ -231,25 +238,32 @@ def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measur
                 "cpu_ms_median": r["cpu_ms"]["median"], "load": r["load"]}
         return [rows[i]["latency_ms"] for i in range(len(cands))]
 
-    with pinned(host["cores"]), tqdm(total=len(finalists), desc="measuring top K", file=sys.stderr,
-                                       disable=args.no_progress) as bar:
+    with pinned(host["cores"]), bar:
         measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured,
-                                           progress=lambda: bar.update(1), measure_many=measure_batch)
+                                           measure_many=measure_batch)
     return measured, details
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _steps(args, result) -> str:
+    """What the search ran, in the user's terms: --generations counts the bred ones, not the first."""
+    if args.strategy == "evolution":
+        return f"initial population + {args.generations} generation{'s' * (args.generations != 1)}"
+    return f"{result.generations} round{'s' * (result.generations != 1)}"
 
+
+def run(args: argparse.Namespace) -> int:
+    from fairseq_nas.progress import Progress
     from fairseq_nas.ranking import LatencyModel
     from fairseq_nas.search import (
         CandidateScorer,
         Constraints,
         EvolutionConfig,
         evolution_search,
+        meets_limit,
         plot_pareto,
         random_search,
-        top_k,
+        select_finalists,
+        winner_index,
     )
     from fairseq_nas.search.evolution import InfeasibleLimitError
     from fairseq_nas.space import Subnet, feature_names, load_space
@@ -309,8 +323,8 @@ def run(args: argparse.Namespace) -> int:
                           args.generations, patience=args.patience, tie_break=args.tie_break)
     scorer = CandidateScorer(feature_space, ranker.predict, latency_fn, params_fn)
     total = args.generations + 1 if args.strategy == "evolution" else None
-    bar = tqdm(total=total, desc=f"{args.strategy}", unit="gen", file=sys.stderr,
-               initial=(resume_row["generation"] + 1) if resume_row else 0, disable=args.no_progress)
+    bar = Progress(args.strategy, total=total, unit="population" if total else "round",
+                   initial=(resume_row["generation"] + 1) if resume_row else 0, disable=args.no_progress)
 
     with open(log_path, "a") as log_f:
         def log(row):
@@ -323,8 +337,7 @@ def run(args: argparse.Namespace) -> int:
             result = search(space, scorer, cons, cfg, seed=args.seed, log=log, resume_from=resume_row,
                             progress=lambda g: bar.update(1))
         except FairseqNasError as e:
-            bar.leave = False  # the error is the last line, not a stale progress bar
-            bar.close()
+            bar.close(leave=False)  # the error is the last line, not a stale progress bar
             if isinstance(e, InfeasibleLimitError):  # its own exit status; the line as main() prints errors
                 print(f"fairseq-nas: error: {' '.join(str(e).split())}", file=sys.stderr)
                 return EXIT_INFEASIBLE
@@ -332,11 +345,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    ranked = top_k(scorer, cons, max_measured, args.tie_break)
-    finalists = ranked[: args.top_k]
-    if result.best.subnet.key() not in {c.subnet.key() for c in finalists}:
-        finalists = [result.best] + finalists[: args.top_k - 1]
-    reserve = [c for c in ranked if c.subnet.key() not in {f.subnet.key() for f in finalists}]
+    finalists, reserve = select_finalists(scorer, cons, result.best, args.top_k, max_measured, args.tie_break)
     measured = []
     if not args.no_measure:
         if vocab is None:
@@ -347,15 +356,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
                   f"{max_measured} in all)", file=sys.stderr)
         finalists = [c for c, _ in measured]
-    rows = []
-    for i, c in enumerate(finalists):
-        m = measured[i][1] if measured else None
-        meets = None if (m is None or args.latency_ms is None) else m <= args.latency_ms
-        rows.append({"rank": i + 1, **c.to_dict(), "measured_latency_ms": m,
-                     "meets_limit": meets, **({"measured": details[c.subnet.key()]} if measured else {})})
+    ms = [m for _, m in measured] if measured else [None] * len(finalists)
+    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": meets_limit(m, args.latency_ms),
+             **({"measured": details[c.subnet.key()]} if measured else {})}
+            for i, (c, m) in enumerate(zip(finalists, ms))]
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    winners = [r for r in rows if r["meets_limit"] is not False]
-    if not winners:
+    won = winner_index(ms, args.latency_ms)
+    if won is None:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
         plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
         fastest = min(r["measured_latency_ms"] for r in rows)
@@ -363,17 +370,16 @@ def run(args: argparse.Namespace) -> int:
                               f"limit when measured (fastest {fastest:.2f} ms); raise --top-k or --max-measured, "
                               f"lower the limit for the search, or refit the latency model; see "
                               f"{out / 'topk.jsonl'}")
-    best = Subnet.from_dict(winners[0]["subnet"], "topk")
+    best = Subnet.from_dict(rows[won]["subnet"], "topk")
     atomic_write_text(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
     plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
 
-    print(f"{args.strategy} search in {space.name}: {result.evaluations} subnets scored, "
-          f"{len(result.history)} generations/rounds")
+    print(f"{args.strategy} search in {space.name}: {result.evaluations} subnets scored, {_steps(args, result)}")
     print(f"{'rank':>4} {'score':>10} {'pred ms':>9} {'meas ms':>9} {'params':>12}  meets")
     for r in rows:
         pm = "" if r["predicted_latency_ms"] is None else f"{r['predicted_latency_ms']:.2f}"
         mm = "" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.2f}"
         pa = "" if r["params"] is None else f"{r['params']:,}"
         print(f"{r['rank']:>4} {r['score']:>10.4f} {pm:>9} {mm:>9} {pa:>12}  {r['meets_limit']}")
-    print(f"best: {out / 'best.json'} (rank {winners[0]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
+    print(f"best: {out / 'best.json'} (rank {rows[won]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
     return 0

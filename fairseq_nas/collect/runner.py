@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +163,7 @@ def collect(
     ``evaluator``: an evaluator, or a function that builds one; it is called after the cheap checks
     (options, membership of every candidate in ``supernet_space``), so mistakes fail fast.
     """
-    from tqdm import tqdm
-
+    from fairseq_nas.progress import Progress
     from fairseq_nas.space import encode_many
 
     out = Path(out)
@@ -225,21 +223,21 @@ def collect(
             summary.n_resumed = len(resumed)
             summary.rows.extend(resumed)
             todo = [(k, s) for k, s in mine if s.key() not in done]
-            bar = tqdm(todo, total=len(mine), initial=len(mine) - len(todo), desc="collect", unit="subnet",
-                       disable=not progress, file=sys.stderr, dynamic_ncols=True)
-            for k, s in bar:
+            bar = Progress("collect", total=len(mine), initial=len(mine) - len(todo), unit="subnet",
+                           disable=not progress)
+            for k, s in todo:
                 row = evaluate_one(k, s, writer, {})
                 summary.rows.append(row)
                 summary.n_new += 1
                 bar.set_postfix(loss=f"{row['valid_loss']:.3f}")
+                bar.update(1)
             bar.close()
         else:
             from fairseq_nas.ranking import select_iteratively
 
             summary.n_target = n
             X = encode_many(candidates, space)
-            bar = tqdm(total=n, desc="collect (iterative)", unit="subnet", disable=not progress,
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = Progress("collect (iterative)", total=n, unit="subnet", disable=not progress)
             round_no = [0]
 
             def evaluate(indices: np.ndarray) -> list[float]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from fairseq_nas.space import SearchSpace, Subnet
+from fairseq_nas.space.breed import breed
 
 
 @dataclass
@@ -55,31 +56,6 @@ def _dedup(subnets: Sequence[Subnet]) -> list[Subnet]:
     return out
 
 
-def _children(space: SearchSpace, parents: list[Subnet], rng: random.Random, n_mut: int, n_cross: int,
-              mutation_prob: float, max_tries: int) -> list[Subnet]:
-    """n_mut mutants and n_cross crossovers of the parents, redrawn while they repeat a subnet."""
-    taken = {s.key() for s in parents}
-    children: list[Subnet] = []
-
-    def add(make: Callable[[], Subnet]) -> None:
-        child = make()
-        for _ in range(max_tries):
-            if child.key() not in taken:
-                break
-            child = make()
-        taken.add(child.key())
-        children.append(child)
-
-    for _ in range(n_mut):
-        add(lambda: space.mutate(rng.choice(parents), rng, mutation_prob))
-    for _ in range(n_cross):
-        if len(parents) > 1:
-            add(lambda: space.crossover(*rng.sample(parents, 2), rng))
-        else:
-            add(lambda: space.mutate(parents[0], rng, mutation_prob))
-    return children
-
-
 def evolutionary_exploration(initial: Sequence[Subnet], space: SearchSpace, score: Callable[[Subnet], float],
                              rng: random.Random, population: int, iterations: int, keep: float = 0.3,
                              mutation: float = 0.4, crossover: float = 0.3, mutation_prob: float = 0.4,
@@ -87,9 +63,9 @@ def evolutionary_exploration(initial: Sequence[Subnet], space: SearchSpace, scor
                              progress: Optional[Callable[[int, int], None]] = None,
                              score_batch: Optional[Callable[[Sequence[Subnet]], list[float]]] = None,
                              ) -> ExplorationResult:
-    """Algorithm 1 of ShrinkNAS. Children are drawn again (up to `max_tries` times) when they
-    repeat a subnet already in the new population, so the returned space is as large as the
-    space allows. `progress(iteration, iterations)` is called after each iteration.
+    """Algorithm 1 of ShrinkNAS. Children are drawn again (up to `max_tries` batches, see
+    `space.breed`) when they repeat a subnet already in the new population, so the returned
+    space is as large as the space allows. `progress(iteration, iterations)` is called after each iteration.
     `score_batch(subnets) -> scores`, when given, replaces `score` and receives every
     not-yet-scored subnet of a generation at once (e.g. to shard them over ranks)."""
     if iterations < 1:
@@ -126,8 +102,8 @@ def evolutionary_exploration(initial: Sequence[Subnet], space: SearchSpace, scor
         score_all(current)
         ranked = sorted(range(len(current)), key=lambda i: (scored(current[i]), i))
         parents = [current[i] for i in ranked[:n_keep]]
-        children = _children(space, parents, rng, n_mut, n_cross, mutation_prob, max_tries)
-        current = _dedup(parents + children)
+        mutants, children = breed(space, parents, rng, n_mut, n_cross, mutation_prob, max_tries)
+        current = parents + mutants + children
         if progress is not None:
             progress(it + 1, iterations)
     return ExplorationResult(population=current, best=parents[0], best_score=scored(parents[0]),

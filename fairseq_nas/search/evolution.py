@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 from fairseq_nas.errors import FairseqNasError
 from fairseq_nas.search.candidates import Candidate, CandidateScorer, Constraints
 from fairseq_nas.space import Subnet
+from fairseq_nas.space.breed import breed, draw_new
 
 
 class InfeasibleLimitError(FairseqNasError):
@@ -93,20 +94,21 @@ def _state_from_json(data) -> tuple:
 
 def _feasible_samples(make: Callable[[], Subnet], n: int, scorer: CandidateScorer, cons: Constraints,
                       max_tries: int, exclude: set[str]) -> tuple[list[Candidate], list[Candidate]]:
-    """Up to n new feasible candidates from `make`, trying batches of n at most max_tries times.
+    """Up to n new feasible candidates from `make` (see `space.breed.draw_new`).
     Returns (feasible, everything tried)."""
-    found: dict[str, Candidate] = {}
     tried: list[Candidate] = []
-    for _ in range(max_tries):
-        batch = scorer.evaluate([make() for _ in range(max(n - len(found), 1))])
-        tried.extend(batch)
-        for c in batch:
-            k = c.subnet.key()
-            if k not in exclude and k not in found and cons.feasible(c):
-                found[k] = c
-        if len(found) >= n:
-            break
-    return list(found.values())[:n], tried
+    found = draw_new(make, n, exclude, max_tries, _feasible_by(scorer, cons, tried))
+    return scorer.evaluate(found), tried
+
+
+def _feasible_by(scorer: CandidateScorer, cons: Constraints, tried: list[Candidate]):
+    """`accept` for `draw_new`: scores a batch at once, keeps what it tried, admits what meets the limits."""
+    def accept(batch: Sequence[Subnet]) -> list[bool]:
+        cands = scorer.evaluate(batch)
+        tried.extend(cands)
+        return [cons.feasible(c) for c in cands]
+
+    return accept
 
 
 def _infeasible_error(tried: Sequence[Candidate], cons: Constraints, space) -> InfeasibleLimitError:
@@ -168,18 +170,9 @@ def evolution_search(space, scorer: CandidateScorer, cons: Constraints, cfg: Evo
 
 def _breed(space, scorer, cons, cfg: EvolutionConfig, population: list[Candidate], rng: random.Random):
     parents = sorted(population, key=lambda c: rank_key(c, cfg.tie_break))[: cfg.parents]
-    keep = {c.subnet.key() for c in parents}
-    mutants, _ = _feasible_samples(
-        lambda: space.mutate(rng.choice(parents).subnet, rng, cfg.mutation_prob), cfg.mutations, scorer, cons,
-        cfg.max_tries, keep)
-    keep |= {c.subnet.key() for c in mutants}
-
-    def cross() -> Subnet:
-        a, b = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
-        return space.crossover(a.subnet, b.subnet, rng)
-
-    children, _ = _feasible_samples(cross, cfg.crossovers, scorer, cons, cfg.max_tries, keep)
-    return parents + mutants + children
+    mutants, children = breed(space, [c.subnet for c in parents], rng, cfg.mutations, cfg.crossovers,
+                              cfg.mutation_prob, cfg.max_tries, _feasible_by(scorer, cons, []))
+    return parents + scorer.evaluate(mutants) + scorer.evaluate(children)
 
 
 def random_search(space, scorer: CandidateScorer, cons: Constraints, cfg: EvolutionConfig, seed: int = 0,

@@ -1,0 +1,39 @@
+"""Which candidates are measured at the end of a search, and which of them wins.
+
+The finalists are the top K feasible candidates seen (in `rank_key` order), with the search's
+best always among them: it is the one the search reports, so it is measured even when the
+tie-break of the final ranking would leave it out. The rest of the ranking, up to
+`max_measured`, is the reserve measured only when no finalist meets the limit. The winner is
+the best-ranked measured candidate that meets the limit (with no limit, or nothing measured,
+the first finalist).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from fairseq_nas.search.candidates import Candidate, CandidateScorer, Constraints
+from fairseq_nas.search.evolution import top_k
+
+
+def select_finalists(scorer: CandidateScorer, cons: Constraints, best: Candidate, k: int, max_measured: int,
+                     tie_break: str = "capacity") -> tuple[list[Candidate], list[Candidate]]:
+    """(finalists, reserve): the k to measure, the search's `best` among them, and the next-best
+    (finalists and reserve together at most `max_measured`)."""
+    ranked = top_k(scorer, cons, max_measured, tie_break)
+    finalists = ranked[:k]
+    if best.subnet.key() not in {c.subnet.key() for c in finalists}:
+        finalists = [best] + finalists[: k - 1]
+    chosen = {c.subnet.key() for c in finalists}
+    return finalists, [c for c in ranked if c.subnet.key() not in chosen]
+
+
+def meets_limit(measured_ms: Optional[float], limit_ms: Optional[float]) -> Optional[bool]:
+    """Whether a measured latency meets the limit; None when either is unknown."""
+    if measured_ms is None or limit_ms is None:
+        return None
+    return measured_ms <= limit_ms
+
+
+def winner_index(measured_ms: Sequence[Optional[float]], limit_ms: Optional[float]) -> Optional[int]:
+    """Index of the first candidate (in ranking order) not known to miss the limit; None if all miss."""
+    return next((i for i, ms in enumerate(measured_ms) if meets_limit(ms, limit_ms) is not False), None)
