@@ -40,11 +40,11 @@ SIZES = {  # environment of scripts/demo.sh
     "full": dict(SUPER_UPDATES=3200, SCRATCH_UPDATES=800, FT_UPDATES=200, DSS_EVERY=6, DSS_TIMES=2, DSS_ITERS=3,
                  DSS_POP=16, DIV_SUBNETS=16, N_LAT=40, LAT_RUNS=20, N_COLLECT=50, EVAL_SENTS=200, GENS=15, POP=40,
                  PARENTS=10, MUT=15, CROSS=15, TOPK=3, LAT_ROUNDS=10, BASELINES="128:3:2,192:3:3,256:3:3",
-                 LR="1e-3", FT_LR="1e-3"),
+                 LR="1e-3", FT_LR="1e-3", LATENCY_MARGIN="0.02"),
     "quick": dict(SUPER_UPDATES=900, SCRATCH_UPDATES=150, FT_UPDATES=40, DSS_EVERY=2, DSS_TIMES=1, DSS_ITERS=2,
                   DSS_POP=8, DIV_SUBNETS=8, N_LAT=20, LAT_RUNS=5, N_COLLECT=20, EVAL_SENTS=100, GENS=4, POP=16,
                   PARENTS=4, MUT=6, CROSS=6, TOPK=2, LAT_ROUNDS=3, BASELINES="192:3:2,256:3:3",
-                  LR="1e-3", FT_LR="1e-3"),
+                  LR="1e-3", FT_LR="1e-3", LATENCY_MARGIN="0.02"),
 }
 # SUPER_UPDATES above are uniform (SPOS) updates, one forward-backward pass each. A sandwich update
 # is three passes and, as it always runs the largest subnet, cost about 3.4x a uniform one on this CPU:

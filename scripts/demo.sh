@@ -43,7 +43,10 @@ case "${DEMO_SIZE:-small}" in
                   TOPK=2 DIV_SUBNETS=6 BASELINES=128:3:3 LAT_ROUNDS=3 ;;
   *) echo "demo.sh: error: DEMO_SIZE must be small or tiny, got ${DEMO_SIZE}" >&2; exit 2 ;;
 esac
-defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.02 LR=2e-3 PRUNE=0
+# LATENCY_MARGIN: the search's limit is the baseline's measured latency less this share. A subnet's
+# figure moved 4-9% between the search's measurement and the final one on this 2-core VM, while the
+# baselines' moved about 1%: 2% let a found model end up slower than its baseline.
+defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.08 LR=2e-3 PRUNE=0
 # LR: every training's peak learning rate (supernet, baselines, found from scratch); FT_LR: fine-tuning's
 defaults FT_LR="$LR"
 case "$SAMPLER" in dss|uniform|sandwich) ;;
