@@ -65,6 +65,23 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_data_bin(data: str, subset: str) -> None:
+    """One-line errors for a data-bin fairseq's translation task cannot read (it would raise a traceback)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise FairseqNasError(f"{data}: no such directory (expected a data-bin written by fairseq-preprocess)")
+    pairs = sorted({f.name.split(".")[1] for f in root.iterdir()
+                    if len(f.name.split(".")) >= 3 and len(f.name.split(".")[1].split("-")) == 2})
+    if not pairs:
+        raise FairseqNasError(f"{data}: no language pair (fairseq-preprocess names its files SPLIT.SRC-TGT.LANG.bin); "
+                              "is this a data-bin?")
+    src, tgt = pairs[0].split("-")
+    missing = [name for name in (f"dict.{src}.txt", f"dict.{tgt}.txt", f"{subset}.{src}-{tgt}.{src}.idx",
+                                 f"{subset}.{src}-{tgt}.{tgt}.idx") if not (root / name).is_file()]
+    if missing:
+        raise FairseqNasError(f"{data}: missing {', '.join(missing)} (--subset {subset} of the pair {src}-{tgt})")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("fairseq").setLevel(logging.WARNING)
     from fairseq_nas.collect.rows import parse_shard
@@ -90,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise FairseqNasError("--device cuda: no CUDA device is available here; use --device cpu")
+    check_data_bin(args.data, args.subset)
     import fairseq_nas
 
     fairseq_nas.register()
