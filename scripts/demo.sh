@@ -12,7 +12,7 @@
 #
 #   bash scripts/demo.sh [OUT]            (default OUT: demo-out)
 #   DEMO_SIZE=tiny bash scripts/demo.sh   a minutes-long smoke run (used by the tests)
-#   DATA_BIN=DIR bash scripts/demo.sh     your own corpus: a data-bin from prepare-parallel.sh
+#   DATA_BIN=DIR bash scripts/demo.sh     your own corpus: a data-bin from data-prep/prepare-*.sh
 #       (BPE output is decoded with its sentencepiece model; TGT_LANG, default en, is the
 #       language BLEU detokenizes). Any size variable below (SUPER_UPDATES, SCRATCH_UPDATES,
 #       FT_UPDATES, BASELINES, SPACE, LR, FT_LR, ...) can be set in the environment to override the default.
@@ -69,7 +69,7 @@ GEN_COMMON=(--user-dir "$USER_DIR" --beam 5 --batch-size 64 --gen-subset test --
 TGT_LANG="${TGT_LANG:-en}"
 if [ -n "${DATA_BIN:-}" ]; then
   DATA="$(cd "$DATA_BIN" 2>/dev/null && pwd)" \
-    || { echo "demo.sh: error: DATA_BIN=$DATA_BIN: no such directory (a data-bin from prepare-parallel.sh)" >&2; exit 2; }
+    || { echo "demo.sh: error: DATA_BIN=$DATA_BIN: no such directory (a data-bin from data-prep/prepare-parallel.sh, prepare-iwslt14.sh or prepare-wmt14.sh)" >&2; exit 2; }
   for f in dict."$TGT_LANG".txt test.*-*."$TGT_LANG".idx; do
     compgen -G "$DATA/$f" > /dev/null \
       || { echo "demo.sh: error: DATA_BIN=$DATA: no $f (needs train/valid/test of a pair whose target is TGT_LANG=$TGT_LANG)" >&2; exit 2; }
