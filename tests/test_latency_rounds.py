@@ -278,3 +278,9 @@ def test_search_measures_the_top_k_together_then_batches_of_k():
     assert batches == [[0, 1, 2]]
     with pytest.raises(TypeError):
         measure_until_one_meets(cands[:3], cands[3:], 8.5, 9)
+    # a limit per measured candidate (a reference timed in each batch): batch 1 is held to 6.5, batch 2 to 8
+    batches.clear()
+    limit = {c.subnet.key(): 6.5 if i < 3 else 8.0 for i, c in enumerate(cands)}
+    got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many,
+                                  limit_of=lambda c: limit[c.subnet.key()])
+    assert batches == [[0, 1, 2], [3, 4, 5]]  # 7 meets batch 2's limit of 8, not --latency-ms's 5

@@ -108,3 +108,47 @@ def test_best_json_exports_and_finetunes(predictors, trained_supernet, demo_data
                                        "--save-dir", str(work / "ft"), "--no-epoch-checkpoints"])
     assert len(train_losses(ft.stdout + ft.stderr)) == 3
     assert (work / "ft" / "checkpoint_last.pt").is_file()
+
+
+def test_reference_is_measured_with_the_top_k_and_sets_their_limit(predictors, trained_supernet, demo_data):
+    """--reference: a trained checkpoint timed in the same rounds as the top K; each candidate is held to
+    the reference's figure there (less the margin), not to --latency-ms."""
+    work, median_ms, space = predictors
+    (work / "largest.json").write_text(json.dumps(space.largest().to_dict()))
+    ref = work / "largest.pt"
+    run_cli("fairseq_nas.cli.main", ["export", "--supernet", str(trained_supernet), "--subnet",
+                                     str(work / "largest.json"), "--out", str(ref)])
+    proc = _search(work, median_ms * 1.5, "--dict", str(demo_data), "--reference", str(ref), check=False)
+    top = [json.loads(line) for line in (work / "out" / "topk.jsonl").read_text().splitlines()]
+    assert len(top) >= 3
+    for r in top:
+        m = r["measured"]
+        assert m["reference_ms"] > 0 and m["limit_ms"] == pytest.approx(m["reference_ms"])
+        assert r["meets_limit"] == (r["measured_latency_ms"] <= m["limit_ms"])
+    if proc.returncode == 0:  # the winner is the first that meets the reference, not --latency-ms
+        best = json.loads((work / "out" / "best.json").read_text())
+        assert next(r for r in top if r["meets_limit"])["subnet"] == best
+        assert "in the same rounds as the winner" in proc.stdout
+    else:
+        assert proc.stderr.strip().splitlines()[-1].startswith("fairseq-nas: error: --reference")
+    # nothing measures at 1% of the reference: a one-line error naming the reference, and no best.json
+    proc = _search(work, median_ms * 1.5, "--dict", str(demo_data), "--reference", str(ref),
+                   "--reference-margin", "0.99", "--max-measured", "3", check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"fairseq-nas: error: --reference {ref}: none of the 3 best candidates measures at most "
+                           "0.01 x the reference"), last
+    assert not (work / "out" / "best.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reference-margin", "1.5"], "--reference-margin 1.5: expected 0 <= M < 1"),
+    (["--no-measure"], "--reference: nothing is measured with --no-measure"),
+    ([], "--reference needs --dict DIR"),
+])
+def test_reference_errors_are_one_line(predictors, tmp_path, extra, message):
+    work, median_ms, _ = predictors
+    ref = tmp_path / "ref.pt"
+    ref.write_bytes(b"not a checkpoint")
+    proc = _search(work, median_ms, "--reference", str(ref), *extra, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"fairseq-nas: error: {message}")

@@ -52,4 +52,6 @@ def test_winner_is_the_first_that_meets_the_limit():
     assert winner_index([5.0, 4.0], 3.5) is None
     assert winner_index([None, None], 3.5) == 0  # not measured: the best-ranked
     assert winner_index([5.0, 4.0], None) == 0  # no limit
+    assert winner_index([5.0, 4.0, 3.0], [6.0, 3.0, 3.5]) == 0  # one limit per candidate (a reference's batch)
+    assert winner_index([5.0, 4.0, 3.0], [4.0, 3.0, 3.5]) == 2
     assert meets_limit(3.5, 3.5) is True and meets_limit(3.6, 3.5) is False and meets_limit(None, 3.5) is None

@@ -72,6 +72,14 @@ def add_parser(sub) -> None:
                    help="when none of the top K meets the limit once measured, measure the next-best candidates "
                         "one by one until one does, at most M in all (default 3 x K)")
     m.add_argument("--no-measure", action="store_true", help="skip measuring the top K (predicted latency only)")
+    m.add_argument("--reference", metavar="CKPT",
+                   help="a trained fairseq checkpoint (e.g. the transformer to beat; --dict its data-bin) "
+                        "measured in the same rounds as the top K: a candidate meets the limit when it measures "
+                        "at most --reference-margin below the reference in those rounds, so a drift of the "
+                        "machine's speed since --latency-ms was measured cannot move the verdict (--latency-ms "
+                        "still limits the predicted latency)")
+    m.add_argument("--reference-margin", type=float, default=0.0, metavar="M",
+                   help="with --reference: a candidate must measure at most (1 - M) x the reference (default 0)")
     m.add_argument("--dict", help="fairseq data-bin with dict.*.txt (vocabulary sizes for params and latency)")
     m.add_argument("--vocab-size", type=int, help="vocabulary size, instead of --dict")
     m.add_argument("--share-all-embeddings", action=argparse.BooleanOptionalAction, default=None,
@@ -210,7 +218,8 @@ def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measur
     of K while none meets the limit. Returns ([(candidate, ms)], {subnet key: how it was measured})."""
     from fairseq_nas.cli.latency_cmd import prepare_host, protocol_from_args
     from fairseq_nas.latency.host import LoadMeter, pinned
-    from fairseq_nas.latency.measure import measure_many
+    from fairseq_nas.latency.measure import build_standalone, measure_many, row_fields
+    from fairseq_nas.latency.trained import checkpoint_fields, load_trained
     from fairseq_nas.progress import Progress
     from fairseq_nas.search import measure_until_one_meets
 
@@ -218,30 +227,71 @@ def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measur
     host = prepare_host(args, "search: measuring the top K")
     details: dict = {}
     meter = LoadMeter()
+    ref = "reference"  # the key of the reference model among a batch's (index, subnet) items
+    with_ref = int(args.reference is not None)
 
-    bar = Progress("measuring top K", total=protocol.n_rounds * len(finalists), unit="round",
+    bar = Progress("measuring top K", total=protocol.n_rounds * (len(finalists) + with_ref), unit="round",
                    disable=args.no_progress)
     counted = [len(finalists)]  # candidates the bar's total covers
 
+    def build(key):
+        if key == ref:
+            return reference_model  # loaded once, timed again in each batch
+        return build_standalone(subnets[key], space, vocab[0], vocab[1], share)
+
+    def fields(key):
+        if key == ref:
+            return checkpoint_fields(args.reference, reference_model, protocol)
+        return row_fields(subnets[key], space, vocab[0], vocab[1], protocol, share)
+
     def measure_batch(cands) -> list[float]:
         if counted[0] <= 0:  # the next-best, measured after the top K: the bar grows by their rounds
-            bar.add_total(protocol.n_rounds * len(cands))
+            bar.add_total(protocol.n_rounds * (len(cands) + with_ref))
         counted[0] -= len(cands)
-        rows = measure_many(list(enumerate(c.subnet for c in cands)), space, vocab[0], vocab[1], protocol, share,
-                            meter=meter, progress=bar.update)
+        items = list(enumerate(c.subnet for c in cands)) + ([(ref, None)] if with_ref else [])
+        subnets.clear()
+        subnets.update(items)
+        rows = measure_many(items, space, vocab[0], vocab[1], protocol, share, meter=meter, progress=bar.update,
+                            build_model=build, fields_of=fields)
+        ref_ms = rows[ref]["latency_ms"] if with_ref else None
         for i, c in enumerate(cands):
             r = rows[i]
             details[c.subnet.key()] = {
                 "latency_stat": r["latency_stat"], "latency_clock": r["latency_clock"], "protocol": r["protocol"],
                 "rounds": r["rounds"], "decoder_loop": r["decoder_loop"], "measured_with": len(cands),
                 **{k: r["total_ms"][k] for k in ("median", "trimmed_mean", "min", "iqr", "cv")},
-                "cpu_ms_median": r["cpu_ms"]["median"], "load": r["load"]}
+                "cpu_ms_median": r["cpu_ms"]["median"], "load": r["load"],
+                **({"reference_ms": ref_ms, "limit_ms": ref_ms * (1 - args.reference_margin)} if with_ref else {})}
         return [rows[i]["latency_ms"] for i in range(len(cands))]
 
+    def limit_of(c) -> float:
+        return details[c.subnet.key()]["limit_ms"]
+
+    subnets: dict = {}
+    reference_model = load_trained(args.reference, args.dict) if with_ref else None
     with pinned(host["cores"]), bar:
         measured = measure_until_one_meets(finalists, reserve, args.latency_ms, max_measured,
-                                           measure_many=measure_batch)
+                                           measure_many=measure_batch, limit_of=limit_of if with_ref else None)
     return measured, details
+
+
+def _check_reference(args) -> None:
+    """--reference and its margin, refused in one line before the search runs."""
+    if args.reference is None:
+        return
+    if not 0 <= args.reference_margin < 1:
+        raise FairseqNasError(f"--reference-margin {args.reference_margin:g}: expected 0 <= M < 1 (a share of the "
+                              "reference's latency)")
+    if args.no_measure:
+        raise FairseqNasError("--reference: nothing is measured with --no-measure; drop one of them")
+    if args.latency_ms is None:
+        raise FairseqNasError("--reference needs --latency-ms, the limit of the predicted latency (e.g. the "
+                              "reference's figure from fairseq-nas latency --checkpoints)")
+    if not args.dict:
+        raise FairseqNasError("--reference needs --dict DIR, the data-bin the reference checkpoint was trained on")
+    from fairseq_nas.models.export import read_checkpoint
+
+    read_checkpoint(args.reference)  # a missing or foreign file: one line naming it
 
 
 def _steps(args, result) -> str:
@@ -272,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1 or max_measured < args.top_k:
         raise FairseqNasError(f"--top-k {args.top_k} / --max-measured {max_measured}: expected 1 <= top K <= "
                               "max measured")
+    _check_reference(args)
     space = load_space(args.space)
     ranker, ranker_dir = _load_predictor(args.ranker, "--ranker")
     feature_space = load_space(args.feature_space) if args.feature_space else (_recorded_space(ranker_dir) or space)
@@ -352,23 +403,36 @@ def run(args: argparse.Namespace) -> int:
             raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
         measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, share, max_measured)
         if len(measured) > len(finalists):
-            print(f"none of the top {len(finalists)} met {args.latency_ms:g} ms when measured; measured the next "
+            met = (f"{1 - args.reference_margin:g} x the reference" if args.reference else f"{args.latency_ms:g} ms")
+            print(f"none of the top {len(finalists)} met {met} when measured; measured the next "
                   f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
                   f"{max_measured} in all)", file=sys.stderr)
         finalists = [c for c, _ in measured]
     ms = [m for _, m in measured] if measured else [None] * len(finalists)
-    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": meets_limit(m, args.latency_ms),
+    # the limit a measured candidate is held to: --latency-ms, or the reference's figure in its batch less the margin
+    limits = [details[c.subnet.key()]["limit_ms"] if measured and args.reference else args.latency_ms
+              for c in finalists]
+    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": meets_limit(m, lim),
              **({"measured": details[c.subnet.key()]} if measured else {})}
-            for i, (c, m) in enumerate(zip(finalists, ms))]
+            for i, (c, m, lim) in enumerate(zip(finalists, ms, limits))]
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    won = winner_index(ms, args.latency_ms)
+    won = winner_index(ms, limits)
     if won is None:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
         plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
-        fastest = min(r["measured_latency_ms"] for r in rows)
+        fastest = min(rows, key=lambda r: r["measured_latency_ms"])
+        if args.reference:
+            d = fastest["measured"]
+            raise FairseqNasError(
+                f"--reference {args.reference}: none of the {len(rows)} best candidates measures at most "
+                f"{1 - args.reference_margin:g} x the reference in the same rounds (fastest "
+                f"{fastest['measured_latency_ms']:.2f} ms against the reference's {d['reference_ms']:.2f} ms, "
+                f"limit {d['limit_ms']:.2f}); lower --latency-ms or --reference-margin, raise --top-k or "
+                f"--max-measured, or refit the latency model; see "
+                f"{out / 'topk.jsonl'}")
         raise FairseqNasError(f"--latency-ms {args.latency_ms:g}: none of the {len(rows)} best candidates meets the "
-                              f"limit when measured (fastest {fastest:.2f} ms); raise --top-k or --max-measured, "
-                              f"lower the limit for the search, or refit the latency model; see "
+                              f"limit when measured (fastest {fastest['measured_latency_ms']:.2f} ms); raise --top-k "
+                              f"or --max-measured, lower the limit for the search, or refit the latency model; see "
                               f"{out / 'topk.jsonl'}")
     best = Subnet.from_dict(rows[won]["subnet"], "topk")
     atomic_write_text(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
@@ -381,5 +445,9 @@ def run(args: argparse.Namespace) -> int:
         mm = "" if r["measured_latency_ms"] is None else f"{r['measured_latency_ms']:.2f}"
         pa = "" if r["params"] is None else f"{r['params']:,}"
         print(f"{r['rank']:>4} {r['score']:>10.4f} {pm:>9} {mm:>9} {pa:>12}  {r['meets_limit']}")
+    if args.reference:
+        d = rows[won]["measured"]
+        print(f"reference {args.reference}: {d['reference_ms']:.2f} ms in the same rounds as the winner; limit "
+              f"{d['limit_ms']:.2f} ms ({1 - args.reference_margin:g} x)")
     print(f"best: {out / 'best.json'} (rank {rows[won]['rank']}); also topk.jsonl, search.jsonl, pareto.png")
     return 0

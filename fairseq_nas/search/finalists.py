@@ -34,6 +34,10 @@ def meets_limit(measured_ms: Optional[float], limit_ms: Optional[float]) -> Opti
     return measured_ms <= limit_ms
 
 
-def winner_index(measured_ms: Sequence[Optional[float]], limit_ms: Optional[float]) -> Optional[int]:
-    """Index of the first candidate (in ranking order) not known to miss the limit; None if all miss."""
-    return next((i for i, ms in enumerate(measured_ms) if meets_limit(ms, limit_ms) is not False), None)
+def winner_index(measured_ms: Sequence[Optional[float]],
+                 limit_ms: Optional[float] | Sequence[Optional[float]]) -> Optional[int]:
+    """Index of the first candidate (in ranking order) not known to miss the limit; None if all miss.
+    `limit_ms`: one limit for all, or one per candidate (e.g. a reference's figure in its batch)."""
+    limits = list(limit_ms) if isinstance(limit_ms, Sequence) else [limit_ms] * len(measured_ms)
+    return next((i for i, (ms, lim) in enumerate(zip(measured_ms, limits)) if meets_limit(ms, lim) is not False),
+                None)

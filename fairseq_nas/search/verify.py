@@ -8,6 +8,10 @@ With `measure_many` (candidates -> their ms, measured together, interleaved in r
 K are measured in one call, against each other, so drift of the machine's speed hits them
 alike; the next-best then go in batches of K. With `measure` (one candidate -> ms) they are
 measured one by one.
+
+`limit_of(candidate)` gives the limit each measured candidate is held to when it is not the same
+for all: with a reference model measured in the same rounds (`search --reference`), each batch's
+limit is the reference's figure in that batch.
 """
 from __future__ import annotations
 
@@ -25,8 +29,10 @@ def measure_until_one_meets(
     progress: Optional[Callable[[], None]] = None,
     *,
     measure_many: Optional[Callable[[Sequence[Candidate]], Sequence[float]]] = None,
+    limit_of: Optional[Callable[[Candidate], Optional[float]]] = None,
 ) -> list[tuple[Candidate, float]]:
-    """(candidate, measured ms) for every finalist, then for reserve candidates while none meets."""
+    """(candidate, measured ms) for every finalist, then for reserve candidates while none meets
+    (its limit: `limit_of(candidate)` once measured, else `limit_ms`)."""
     if (measure is None) == (measure_many is None):
         raise TypeError("give one of measure (one candidate) or measure_many (a list, measured together)")
     measured: list[tuple[Candidate, float]] = []
@@ -39,19 +45,21 @@ def measure_until_one_meets(
                 progress()
         return ms
 
-    def meets(ms: float) -> bool:
-        return limit_ms is not None and ms <= limit_ms
+    def meets(c: Candidate, ms: float) -> bool:
+        limit = limit_of(c) if limit_of is not None else limit_ms
+        return limit is not None and ms <= limit
 
     if measure_many is not None:
         take(finalists)
     else:
         for c in finalists:
             take([c])
-    if limit_ms is None or any(meets(ms) for _, ms in measured):
+    if (limit_ms is None and limit_of is None) or any(meets(c, ms) for c, ms in measured):
         return measured
     rest = list(reserve[: max(0, max_measured - len(measured))])
     step = max(1, len(finalists)) if measure_many is not None else 1
     for i in range(0, len(rest), step):
-        if any(meets(ms) for ms in take(rest[i:i + step])):
+        batch = rest[i:i + step]
+        if any(meets(c, ms) for c, ms in zip(batch, take(batch))):
             break
     return measured
