@@ -264,6 +264,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(head)
 
 
+def _timed_with_baseline(out: Path, r: dict) -> str:
+    """How the search timed the found subnet against the baseline in the same rounds (search
+    --reference), from its topk.jsonl; "" when it was not timed so."""
+    path = Path(out) / "claim" / r["name"] / "search" / "topk.jsonl"
+    if not path.is_file():
+        return ""
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        m = row.get("measured") or {}
+        if row.get("subnet") == r["scratch"]["subnet"] and m.get("reference_ms"):
+            return (f"; the search timed it at {row['measured_latency_ms']:.2f} ms against the baseline's "
+                    f"{m['reference_ms']:.2f} ms in the same rounds")
+    return ""
+
+
 def compute_lines(out: Path) -> list[str]:
     rows = _jsonl(out / "claim" / "compute.jsonl")
     if not rows:
@@ -326,7 +341,8 @@ def write_report(out: Path, title: str = "fairseq-nas report", preamble: str = "
             from fairseq_nas.report.demo import describe
 
             md.append(f"- {r['name']}: search limit {_fmt(r['search_limit_ms'], '.2f')} ms (the baseline's "
-                      f"{_fmt(r['limit_ms'], '.2f')} ms less the margin); found `{describe(r['scratch']['subnet'])}`")
+                      f"{_fmt(r['limit_ms'], '.2f')} ms less the margin){_timed_with_baseline(out, r)}; found "
+                      f"`{describe(r['scratch']['subnet'])}`")
     md.append("")
     comp = compute_lines(out)
     if comp:
