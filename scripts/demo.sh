@@ -45,7 +45,7 @@ case "${DEMO_SIZE:-small}" in
 esac
 # LATENCY_MARGIN: the search's predicted-latency limit is the baseline's measured latency less this
 # share. REFERENCE_MARGIN: the top K are then timed in the same rounds as the baseline checkpoint
-# itself, and the winner must measure at most this share below it there. (Held instead to the
+# itself, and the winner must measure at least this share below it there. (Held instead to the
 # baseline's earlier figure, a subnet's measured latency moved 4-9% between the search and the final
 # measurement on this 2-core VM: a 2% margin let a found model end up slower than its baseline.)
 defaults JOBS=2 SAMPLER=uniform LATENCY_MARGIN=0.04 REFERENCE_MARGIN=0.02 LR=2e-3 PRUNE=0

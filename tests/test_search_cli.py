@@ -145,10 +145,12 @@ def test_reference_is_measured_with_the_top_k_and_sets_their_limit(predictors, t
     (["--reference-margin", "1.5"], "--reference-margin 1.5: expected 0 <= M < 1"),
     (["--no-measure"], "--reference: nothing is measured with --no-measure"),
     ([], "--reference needs --dict DIR"),
+    (["--dict", "DATA"], "--reference: "),  # the file is not a checkpoint: named with the flag
 ])
-def test_reference_errors_are_one_line(predictors, tmp_path, extra, message):
+def test_reference_errors_are_one_line(predictors, demo_data, tmp_path, extra, message):
     work, median_ms, _ = predictors
     ref = tmp_path / "ref.pt"
     ref.write_bytes(b"not a checkpoint")
+    extra = [str(demo_data) if e == "DATA" else e for e in extra]
     proc = _search(work, median_ms, "--reference", str(ref), *extra, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"fairseq-nas: error: {message}")

@@ -75,7 +75,7 @@ def add_parser(sub) -> None:
     m.add_argument("--reference", metavar="CKPT",
                    help="a trained fairseq checkpoint (e.g. the transformer to beat; --dict its data-bin) "
                         "measured in the same rounds as the top K: a candidate meets the limit when it measures "
-                        "at most --reference-margin below the reference in those rounds, so a drift of the "
+                        "at least --reference-margin below the reference in those rounds, so a drift of the "
                         "machine's speed since --latency-ms was measured cannot move the verdict (--latency-ms "
                         "still limits the predicted latency)")
     m.add_argument("--reference-margin", type=float, default=0.0, metavar="M",
@@ -291,7 +291,10 @@ def _check_reference(args) -> None:
         raise FairseqNasError("--reference needs --dict DIR, the data-bin the reference checkpoint was trained on")
     from fairseq_nas.models.export import read_checkpoint
 
-    read_checkpoint(args.reference)  # a missing or foreign file: one line naming it
+    try:
+        read_checkpoint(args.reference)  # a missing or foreign file: one line naming it and the flag
+    except FairseqNasError as e:
+        raise FairseqNasError(f"--reference: {e}") from None
 
 
 def _steps(args, result) -> str:
