@@ -110,6 +110,37 @@ def test_judge(base, scratch, ft, updates, claims):
     assert (got["claim1"], got["claim2"]) == claims
 
 
+def test_judge_takes_the_paired_round_ratio_over_the_medians():
+    """Measured together in rounds, a model's per-round ratio to the baseline decides 'no more latency':
+    a median that is lower by drift does not pass, and one that is higher by drift does not fail."""
+    row = _row("b", (20.0, 50.0), (22.0, 49.0), (23.0, 51.0))
+    row["scratch"]["latency_ratio"], row["finetune"]["latency_ratio"] = 1.04, 0.97
+    assert (judge(row)["claim1"], judge(row)["claim2"]) == (False, True)
+
+
+def test_report_rows_pair_the_rounds_of_each_model_with_the_baselines(tmp_path):
+    claim = tmp_path / "claim"
+    run = claim / "t-a"
+    run.mkdir(parents=True)
+    (claim / "baselines.txt").write_text("t-a\n")
+    (run / "search.json").write_text(json.dumps({"baseline_ms": 50.0, "margin": 0.02, "limit_ms": 49.0}))
+    # medians 45 (baseline), 54 (scratch: slower?) and 44 (fine-tuned: faster?); round by round the other way
+    rounds = {"baseline": [40.0, 80.0, 45.0], "scratch": [36.0, 72.0, 54.0], "finetune": [44.0, 42.0, 49.5]}
+    lat = []
+    for model, bleu in (("baseline", 20.0), ("scratch", 22.5), ("finetune", 23.0)):
+        (run / f"{model}.bleu.json").write_text(json.dumps({"tokenized_bleu": bleu, "sacrebleu": bleu,
+                                                             "sacrebleu_signature": "s"}))
+        lat.append({"checkpoint": str(run / model / "checkpoint_best.pt"), "params": 7,
+                    "latency_ms": sorted(rounds[model])[1], "round_ms": rounds[model]})
+    (claim / "latency.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lat))
+    (row,) = write_report(tmp_path, "t")
+    assert row["baseline"]["latency_ratio"] == 1.0 and "round_ms" not in row["scratch"]
+    assert row["scratch"]["latency_ratio"] == pytest.approx(0.9)  # median of 0.9, 0.9, 1.2
+    assert row["finetune"]["latency_ratio"] == pytest.approx(1.1)  # median of 1.1, 0.525, 1.1
+    assert row["claim1"] is True and row["claim2"] is False
+    assert "(1.100 x the baseline round by round)" in (tmp_path / "REPORT.md").read_text()
+
+
 def test_the_report_says_first_where_a_claim_fails(tmp_path):
     (tmp_path / "claim").mkdir()
     rows = [_row("t-a", (20.0, 50.0), (22.0, 49.0), (23.0, 49.0)),

@@ -284,3 +284,35 @@ def test_search_measures_the_top_k_together_then_batches_of_k():
     got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many,
                                   limit_of=lambda c: limit[c.subnet.key()])
     assert batches == [[0, 1, 2], [3, 4, 5]]  # 7 meets batch 2's limit of 8, not --latency-ms's 5
+    # confirmation: the first candidate that meets is asked once; a "no" sends the search on as if it missed
+    batches.clear()
+    asked: list[int] = []
+
+    def confirm(c):
+        asked.append(cands.index(c))
+        return cands.index(c) != 3  # candidate 3 met by luck: not again
+
+    got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many,
+                                  limit_of=lambda c: limit[c.subnet.key()], confirm=confirm)
+    assert batches == [[0, 1, 2], [3, 4, 5]]
+    assert asked == [3, 4]  # 3 not confirmed, 4 (same batch, also under 8) confirmed: no third batch
+    # meets_of replaces the comparison (e.g. a per-round ratio to the reference)
+    batches.clear()
+    got = measure_until_one_meets(cands[:3], cands[3:], None, 9, measure_many=measure_many,
+                                  meets_of=lambda c, ms: ms <= 2)
+    assert batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and len(got) == 9
+
+
+def test_paired_ratio_cancels_drift_between_rounds():
+    from fairseq_nas.search import paired_ratio
+
+    # the machine slows 3x in round 3: the candidate is 0.9 x the reference in every round
+    ref = [10.0, 11.0, 30.0, 10.5, 12.0]
+    cand = [9.0, 9.9, 27.0, 9.45, 10.8]
+    assert paired_ratio(cand, ref) == pytest.approx(0.9)
+    # medians alone: the candidate's round medians against the reference's ones in other rounds
+    assert paired_ratio([9.0, 30.0, 9.0], [10.0, 10.0, 30.0]) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="same number of rounds"):
+        paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="same number of rounds"):
+        paired_ratio([], [])

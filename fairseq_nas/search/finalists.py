@@ -6,9 +6,14 @@ tie-break of the final ranking would leave it out. The rest of the ranking, up t
 `max_measured`, is the reserve measured only when no finalist meets the limit. The winner is
 the best-ranked measured candidate that meets the limit (with no limit, or nothing measured,
 the first finalist).
+
+Against a reference model timed in the same rounds (`search --reference`), a candidate's figure
+is `paired_ratio`: the median over rounds of its round's time over the reference's in that
+round, so the machine's drift from one round to the next cancels out of the comparison.
 """
 from __future__ import annotations
 
+import statistics
 from typing import Optional, Sequence
 
 from fairseq_nas.search.candidates import Candidate, CandidateScorer, Constraints
@@ -41,3 +46,14 @@ def winner_index(measured_ms: Sequence[Optional[float]],
     limits = list(limit_ms) if isinstance(limit_ms, Sequence) else [limit_ms] * len(measured_ms)
     return next((i for i, (ms, lim) in enumerate(zip(measured_ms, limits)) if meets_limit(ms, lim) is not False),
                 None)
+
+
+def paired_ratio(rounds_ms: Sequence[float], reference_rounds_ms: Sequence[float]) -> float:
+    """Median over rounds of a model's round time divided by the reference's in the same round.
+    Both lists come from one interleaved measurement, one entry per round, in round order."""
+    if not rounds_ms or len(rounds_ms) != len(reference_rounds_ms):
+        raise ValueError(f"paired_ratio: expected the same number of rounds, got {len(rounds_ms)} and "
+                         f"{len(reference_rounds_ms)}")
+    if min(reference_rounds_ms) <= 0:
+        raise ValueError("paired_ratio: the reference's round times must be positive")
+    return statistics.median(m / r for m, r in zip(rounds_ms, reference_rounds_ms))

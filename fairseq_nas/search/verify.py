@@ -11,7 +11,13 @@ measured one by one.
 
 `limit_of(candidate)` gives the limit each measured candidate is held to when it is not the same
 for all: with a reference model measured in the same rounds (`search --reference`), each batch's
-limit is the reference's figure in that batch.
+limit is the reference's figure in that batch. `meets_of(candidate, ms)` replaces the comparison
+altogether (e.g. the median of per-round ratios to the reference).
+
+`confirm(candidate)`: a second, independent measurement of a candidate that met its limit. Of
+many candidates measured on a noisy machine, the first to meet a limit is often the one whose
+noise was lucky; it wins only if `confirm` says it meets again, else the search goes on as if
+it had missed.
 """
 from __future__ import annotations
 
@@ -30,9 +36,12 @@ def measure_until_one_meets(
     *,
     measure_many: Optional[Callable[[Sequence[Candidate]], Sequence[float]]] = None,
     limit_of: Optional[Callable[[Candidate], Optional[float]]] = None,
+    meets_of: Optional[Callable[[Candidate, float], bool]] = None,
+    confirm: Optional[Callable[[Candidate], bool]] = None,
 ) -> list[tuple[Candidate, float]]:
     """(candidate, measured ms) for every finalist, then for reserve candidates while none meets
-    (its limit: `limit_of(candidate)` once measured, else `limit_ms`)."""
+    (`meets_of(candidate, ms)`, else ms against `limit_of(candidate)` once measured, else against
+    `limit_ms`; and, with `confirm`, confirmed by it)."""
     if (measure is None) == (measure_many is None):
         raise TypeError("give one of measure (one candidate) or measure_many (a list, measured together)")
     measured: list[tuple[Candidate, float]] = []
@@ -45,16 +54,28 @@ def measure_until_one_meets(
                 progress()
         return ms
 
+    confirmed: dict = {}  # subnet key -> what `confirm` said (asked once per candidate)
+
     def meets(c: Candidate, ms: float) -> bool:
-        limit = limit_of(c) if limit_of is not None else limit_ms
-        return limit is not None and ms <= limit
+        if meets_of is not None:
+            ok = bool(meets_of(c, ms))
+        else:
+            limit = limit_of(c) if limit_of is not None else limit_ms
+            ok = limit is not None and ms <= limit
+        if ok and confirm is not None:
+            key = c.subnet.key()
+            if key not in confirmed:
+                confirmed[key] = bool(confirm(c))
+            ok = confirmed[key]
+        return ok
 
     if measure_many is not None:
         take(finalists)
     else:
         for c in finalists:
             take([c])
-    if (limit_ms is None and limit_of is None) or any(meets(c, ms) for c, ms in measured):
+    unlimited = limit_ms is None and limit_of is None and meets_of is None
+    if unlimited or any(meets(c, ms) for c, ms in measured):
         return measured
     rest = list(reserve[: max(0, max_measured - len(measured))])
     step = max(1, len(finalists)) if measure_many is not None else 1
