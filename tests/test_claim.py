@@ -196,3 +196,41 @@ def test_limit_is_the_measured_baseline_latency_less_the_margin(tmp_path):
         write_limit(lat, tmp_path / "other.pt", 0.02, tmp_path / "s2.json")
     with pytest.raises(FairseqNasError, match="--margin"):
         write_limit(lat, ck, 1.5, tmp_path / "s3.json")
+
+
+def test_limit_from_the_latency_model_is_its_figure_for_the_baselines_architecture(tmp_path):
+    """limit --latency-model: the prediction for the baseline's architecture less the margin, whatever
+    the baseline measured; the measured figure is kept beside it."""
+    import random
+
+    from fairseq_nas.ranking import LatencyModel
+    from fairseq_nas.report.claim import predicted_ms, write_limit
+    from fairseq_nas.space import encode_many, feature_names
+
+    space = parse_space(TINY_SPACE_YAML)
+    (tmp_path / "space.yaml").write_text(TINY_SPACE_YAML)
+    rng = random.Random(0)
+    subnets = [space.sample(rng) for _ in range(60)]
+
+    def ms(s):  # linear in the dimensions
+        return 5.0 + 0.1 * s.encoder.embed_dim + 3.0 * len(s.decoder.layers) + 0.01 * sum(
+            lay.ffn_dim for lay in s.encoder.layers)
+
+    model = LatencyModel(seed=0).fit(encode_many(subnets, space), [ms(s) for s in subnets],
+                                     feature_names=feature_names(space))
+    model.save(tmp_path / "lat" / "ranker")
+    base = Subnet.from_dict(TINY.subnet())
+    (tmp_path / "b.json").write_text(json.dumps(TINY.subnet()))
+    pred = predicted_ms(tmp_path / "lat", tmp_path / "b.json", str(tmp_path / "space.yaml"))
+    assert pred == pytest.approx(ms(base), rel=0.02)
+    ck = tmp_path / "b" / "checkpoint_best.pt"
+    lat = tmp_path / "lat.jsonl"
+    lat.write_text(json.dumps({"checkpoint": str(ck), "latency_ms": 88.0}) + "\n")  # a slow moment
+    limit = write_limit(lat, ck, 0.04, tmp_path / "search.json",
+                        (tmp_path / "lat", tmp_path / "b.json", str(tmp_path / "space.yaml")))
+    got = json.loads((tmp_path / "search.json").read_text())
+    assert got["baseline_ms"] == 88.0 and got["predicted_ms"] == pytest.approx(pred, abs=1e-3)
+    assert limit == got["limit_ms"] == pytest.approx(pred * 0.96, abs=1e-3)
+    # a file that holds no latency model: one line naming it
+    with pytest.raises(FairseqNasError, match="--latency-model"):
+        predicted_ms(tmp_path / "nothing", tmp_path / "b.json", str(tmp_path / "space.yaml"))
