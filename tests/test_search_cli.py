@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 
@@ -150,6 +151,33 @@ def test_reference_is_measured_with_the_top_k_and_sets_their_limit(predictors, t
     assert last.startswith(f"fairseq-nas: error: --reference {ref}: none of the 3 best candidates measures at most "
                            "0.01 x the reference"), last
     assert not (work / "out" / "best.json").exists()
+
+
+def test_recalibrate_searches_again_under_the_limit_the_measurements_imply(predictors, trained_supernet, demo_data):
+    """Against the smallest subnet as the reference, the candidates under a loose limit all measure
+    slower: the search scales its predicted limit down by what it measured and searches again."""
+    work, median_ms, space = predictors
+    (work / "smallest.json").write_text(json.dumps(space.smallest().to_dict()))
+    ref = work / "smallest.pt"
+    run_cli("fairseq_nas.cli.main", ["export", "--supernet", str(trained_supernet), "--subnet",
+                                     str(work / "smallest.json"), "--out", str(ref)])
+    first = median_ms * 1.5
+    proc = _search(work, first, "--dict", str(demo_data), "--reference", str(ref), "--reference-margin", "0.05",
+                   "--recalibrate", "1", "--max-measured", "3", check=False)
+    top = [json.loads(line) for line in (work / "out" / "topk.jsonl").read_text().splitlines()]
+    one = [r for r in top if r["attempt"] == 1]
+    assert one and all(r["predicted_limit_ms"] == pytest.approx(first, abs=1e-3) for r in one)
+    assert not any(r["meets_limit"] for r in one)  # nothing mid-sized measures 0.95 x the smallest
+    expected = statistics.median(r["predicted_latency_ms"] * 0.95 / r["measured"]["ratio"] for r in one)
+    assert expected < first
+    assert f"searching again under a predicted-latency limit of {expected:.2f} ms" in proc.stderr
+    two = [r for r in top if r["attempt"] == 2]
+    if "is out of reach" not in proc.stderr:  # nothing of the space is predicted under it: no second top K
+        assert two and all(r["predicted_limit_ms"] == pytest.approx(expected) for r in two)
+        assert all(r["predicted_latency_ms"] <= expected + 1e-9 for r in two)
+        assert [r["rank"] for r in top] == list(range(1, len(top) + 1))
+    if proc.returncode != 0:
+        assert proc.returncode == 2 and f"none of the {len(top)} best candidates" in proc.stderr
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
+from typing import Optional
 
 from fairseq_nas.atomic import atomic_write_text
 from fairseq_nas.cli.latency_cmd import add_protocol_args
@@ -80,6 +82,11 @@ def add_parser(sub) -> None:
                         "cannot move the verdict (--latency-ms still limits the predicted latency)")
     m.add_argument("--reference-margin", type=float, default=0.0, metavar="M",
                    help="with --reference: a candidate must measure at most (1 - M) x the reference (default 0)")
+    m.add_argument("--recalibrate", type=int, default=2, metavar="N",
+                   help="with --reference: when none of the measured candidates meets it, the latency model "
+                        "was optimistic near the limit: scale the predicted-latency limit by what the "
+                        "measurements say (the median over them of prediction x (1 - M) / measured ratio to the "
+                        "reference) and search and measure again, at most N times (default 2; 0: refuse at once)")
     m.add_argument("--no-confirm", dest="confirm", action="store_false",
                    help="with --reference: take the first candidate that meets the limit; by default it is "
                         "measured again with the reference in fresh rounds and wins only if it meets again (the "
@@ -310,6 +317,43 @@ def _verdict(d: dict) -> bool:
     return d["meets"] and d.get("confirmation", {}).get("meets", True)
 
 
+def _finalists_measured(args, scorer, cons, result, feature_space, vocab, share: bool, max_measured: int):
+    """The top K of a search (and, while none meets, the next-best) measured: (topk rows, measured)."""
+    from fairseq_nas.search import meets_limit, select_finalists
+
+    finalists, reserve = select_finalists(scorer, cons, result.best, args.top_k, max_measured, args.tie_break)
+    measured, details = [], {}
+    if not args.no_measure:
+        if vocab is None:
+            raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
+        measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, share, max_measured)
+        if len(measured) > len(finalists):
+            met = (f"{1 - args.reference_margin:g} x the reference" if args.reference else f"{cons.latency_ms:g} ms")
+            print(f"none of the top {len(finalists)} met {met} when measured; measured the next "
+                  f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
+                  f"{max_measured} in all)", file=sys.stderr)
+        finalists = [c for c, _ in measured]
+    ms = [m for _, m in measured] if measured else [None] * len(finalists)
+    # a measured candidate meets --latency-ms, or (--reference) measures (1 - M) x the reference or less in its
+    # batch's rounds, and again in its confirmation
+    if measured and args.reference:
+        verdicts = [_verdict(details[c.subnet.key()]) for c in finalists]
+    else:
+        verdicts = [meets_limit(m, cons.latency_ms) for m in ms]
+    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": v,
+             **({"measured": details[c.subnet.key()]} if measured else {})}
+            for i, (c, m, v) in enumerate(zip(finalists, ms, verdicts))]
+    return rows, measured
+
+
+def _recalibrated_limit(rows: list[dict], target_ratio: float) -> Optional[float]:
+    """The predicted latency at which the measured candidates would have met the reference: each
+    one's prediction scaled by target / its measured ratio to the reference; the median of them."""
+    scaled = [r["predicted_latency_ms"] * target_ratio / r["measured"]["ratio"] for r in rows
+              if r.get("predicted_latency_ms") is not None and (r.get("measured") or {}).get("ratio")]
+    return statistics.median(scaled) if scaled else None
+
+
 def _check_reference(args) -> None:
     """--reference and its margin, refused in one line before the search runs."""
     if args.reference is None:
@@ -347,10 +391,8 @@ def run(args: argparse.Namespace) -> int:
         Constraints,
         EvolutionConfig,
         evolution_search,
-        meets_limit,
         plot_pareto,
         random_search,
-        select_finalists,
     )
     from fairseq_nas.search.evolution import InfeasibleLimitError
     from fairseq_nas.space import Subnet, feature_names, load_space
@@ -433,33 +475,34 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    finalists, reserve = select_finalists(scorer, cons, result.best, args.top_k, max_measured, args.tie_break)
-    measured = []
-    if not args.no_measure:
-        if vocab is None:
-            raise FairseqNasError("measuring the top K needs --dict DIR or --vocab-size V (or pass --no-measure)")
-        measured, details = _measure_top(args, finalists, reserve, feature_space, vocab, share, max_measured)
-        if len(measured) > len(finalists):
-            met = (f"{1 - args.reference_margin:g} x the reference" if args.reference else f"{args.latency_ms:g} ms")
-            print(f"none of the top {len(finalists)} met {met} when measured; measured the next "
-                  f"{len(measured) - len(finalists)} candidates in batches of {len(finalists)} (at most "
-                  f"{max_measured} in all)", file=sys.stderr)
-        finalists = [c for c, _ in measured]
-    ms = [m for _, m in measured] if measured else [None] * len(finalists)
-    # a measured candidate meets --latency-ms, or (--reference) measures (1 - M) x the reference or less in its
-    # batch's rounds, and again in its confirmation
-    if measured and args.reference:
-        verdicts = [_verdict(details[c.subnet.key()]) for c in finalists]
-    else:
-        verdicts = [meets_limit(m, args.latency_ms) for m in ms]
-    rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": v,
-             **({"measured": details[c.subnet.key()]} if measured else {})}
-            for i, (c, m, v) in enumerate(zip(finalists, ms, verdicts))]
+    attempts = 1 + (max(0, args.recalibrate) if args.reference and not args.no_measure else 0)
+    limit_ms, rows, measured = args.latency_ms, [], []
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:  # the same search again, under the recalibrated limit (its candidates scored so far count)
+            cons = Constraints(limit_ms, args.max_params)
+            try:
+                result = search(space, scorer, cons, cfg, seed=args.seed + attempt - 1)
+            except InfeasibleLimitError as e:
+                print(f"search: the recalibrated limit {limit_ms:.2f} ms is out of reach ({' '.join(str(e).split())})"
+                      "; stopping", file=sys.stderr)
+                break
+        got, measured = _finalists_measured(args, scorer, cons, result, feature_space, vocab, share, max_measured)
+        rows += [{**r, "rank": len(rows) + i + 1, "attempt": attempt, "predicted_limit_ms": limit_ms}
+                 for i, r in enumerate(got)]
+        if any(r["meets_limit"] is not False for r in got) or attempt == attempts:
+            break
+        new_limit = _recalibrated_limit(got, 1 - args.reference_margin)
+        if new_limit is None or new_limit >= limit_ms:
+            break
+        print(f"none of the {len(got)} measured met {1 - args.reference_margin:g} x the reference: the latency "
+              f"model was {limit_ms / new_limit:.3f} x optimistic there; searching again under a predicted-latency "
+              f"limit of {new_limit:.2f} ms (attempt {attempt + 1} of {attempts}, --recalibrate)", file=sys.stderr)
+        limit_ms = new_limit
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    won = next((i for i, v in enumerate(verdicts) if v is not False), None)
+    won = next((i for i, r in enumerate(rows) if r["meets_limit"] is not False), None)
     if won is None:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
-        plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
+        plot_pareto(scorer.all_candidates(), out / "pareto.png", limit_ms, measured)
         fastest = min(rows, key=lambda r: r["measured_latency_ms"])
         if args.reference:
             d = min((r["measured"] for r in rows), key=lambda d: d["ratio"])
@@ -478,7 +521,7 @@ def run(args: argparse.Namespace) -> int:
                               f"{out / 'topk.jsonl'}")
     best = Subnet.from_dict(rows[won]["subnet"], "topk")
     atomic_write_text(out / "best.json", json.dumps(best.to_dict(), indent=2) + "\n")
-    plot_pareto(scorer.all_candidates(), out / "pareto.png", args.latency_ms, measured)
+    plot_pareto(scorer.all_candidates(), out / "pareto.png", limit_ms, measured)
 
     print(f"{args.strategy} search in {space.name}: {result.evaluations} subnets scored, {_steps(args, result)}")
     print(f"{'rank':>4} {'score':>10} {'pred ms':>9} {'meas ms':>9} {'params':>12}  meets")
