@@ -234,3 +234,21 @@ def test_limit_from_the_latency_model_is_its_figure_for_the_baselines_architectu
     # a file that holds no latency model: one line naming it
     with pytest.raises(FairseqNasError, match="--latency-model"):
         predicted_ms(tmp_path / "nothing", tmp_path / "b.json", str(tmp_path / "space.yaml"))
+
+
+def test_report_quotes_the_search_row_the_found_subnet_won_in(tmp_path):
+    """A recalibrated search can measure the same subnet in two attempts: the report quotes the one it won."""
+    from fairseq_nas.report.claim import _timed_with_baseline
+
+    found = TINY.subnet()
+    search = tmp_path / "claim" / "t-a" / "search"
+    search.mkdir(parents=True)
+    rows = [{"subnet": found, "attempt": 1, "meets_limit": False, "measured_latency_ms": 52.0,
+             "measured": {"reference_ms": 50.0, "ratio": 1.04}},
+            {"subnet": found, "attempt": 2, "meets_limit": True, "measured_latency_ms": 47.0,
+             "measured": {"reference_ms": 49.0, "ratio": 0.96, "confirmation": {"ratio": 0.95, "meets": True}}}]
+    (search / "topk.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = _timed_with_baseline(tmp_path, {"name": "t-a", "scratch": {"subnet": found}})
+    assert got == ("; the search timed it at 47.00 ms against the baseline's 49.00 ms in the same rounds "
+                   "(0.960 x it round by round), 0.950 x again in fresh rounds")
+    assert _timed_with_baseline(tmp_path, {"name": "other", "scratch": {"subnet": found}}) == ""

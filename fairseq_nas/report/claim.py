@@ -328,10 +328,12 @@ def _timed_with_baseline(out: Path, r: dict) -> str:
     path = Path(out) / "claim" / r["name"] / "search" / "topk.jsonl"
     if not path.is_file():
         return ""
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    found = [x for x in found if x.get("subnet") == r["scratch"]["subnet"]]
+    # the row it won in (a recalibrated search may have measured it in an earlier attempt too)
+    for row in sorted(found, key=lambda x: x.get("meets_limit") is not True):
         m = row.get("measured") or {}
-        if row.get("subnet") == r["scratch"]["subnet"] and m.get("reference_ms"):
+        if m.get("reference_ms"):
             ratio = f" ({m['ratio']:.3f} x it round by round)" if m.get("ratio") is not None else ""
             again = m.get("confirmation") or {}
             again = f", {again['ratio']:.3f} x again in fresh rounds" if again.get("ratio") is not None else ""
