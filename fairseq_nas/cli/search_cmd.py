@@ -312,9 +312,14 @@ def _ratio(row: dict, ref_row: dict) -> float:
     return row["latency_ms"] / ref_row["latency_ms"]
 
 
-def _verdict(d: dict) -> bool:
-    """A candidate measured with the reference meets the limit: in its batch, and in its confirmation if any."""
-    return d["meets"] and d.get("confirmation", {}).get("meets", True)
+def _verdict(d: dict, confirm: bool) -> Optional[bool]:
+    """Whether a candidate measured with the reference meets the limit: in its batch, and again in its
+    confirmation. None: it met in its batch but was never confirmed (a better-ranked one had won)."""
+    if not d["meets"]:
+        return False
+    if "confirmation" in d:
+        return d["confirmation"]["meets"]
+    return None if confirm else True
 
 
 def _finalists_measured(args, scorer, cons, result, feature_space, vocab, share: bool, max_measured: int):
@@ -337,7 +342,7 @@ def _finalists_measured(args, scorer, cons, result, feature_space, vocab, share:
     # a measured candidate meets --latency-ms, or (--reference) measures (1 - M) x the reference or less in its
     # batch's rounds, and again in its confirmation
     if measured and args.reference:
-        verdicts = [_verdict(details[c.subnet.key()]) for c in finalists]
+        verdicts = [_verdict(details[c.subnet.key()], args.confirm) for c in finalists]
     else:
         verdicts = [meets_limit(m, cons.latency_ms) for m in ms]
     rows = [{"rank": i + 1, **c.to_dict(), "measured_latency_ms": m, "meets_limit": v,
