@@ -242,37 +242,6 @@ def test_conv_fast_path_equals_window_path(kind, causal, k, t):
         assert (conv(x, heads) - results[0][0]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
-@pytest.mark.parametrize("k", [3, 15])
-@pytest.mark.parametrize("width, heads", [(24, 4), (16, 2), (12, 4)])
-def test_dynamic_conv_block_head_major_path_equals_the_windowed_one(causal, k, width, heads):
-    """The GLU block's full-sequence dynamic conv runs with its inner channels regrouped by head
-    (projection weights gathered instead of activations transposed): at every width and head count
-    of a wider block, on a padded batch, the same output and the same gradients of every weight
-    (the full tensors: what is outside the active slice gets none) as the windowed path."""
-    from fairseq_nas.modules import ElasticConvBlock
-
-    torch.manual_seed(0)
-    block = ElasticConvBlock(24, 4, k, causal, dynamic=True)
-    x, grad = torch.randn(9, B, width), torch.randn(9, B, width)
-    mask = torch.zeros(B, 9, dtype=torch.bool)
-    mask[1, 6:] = True
-    results = []
-    for fast_max_len in (None, 0):
-        block.conv.fast_max_len = fast_max_len
-        block.zero_grad(set_to_none=True)
-        out, gx = _fwd_bwd(lambda x: block(x, heads, mask), x, grad)
-        results.append((out, gx, {n: p.grad.clone() for n, p in block.named_parameters()}))
-    block.conv.fast_max_len = None
-    (out, gx, gw), (out_w, gx_w, gw_w) = results
-    torch.testing.assert_close(out, out_w, atol=ATOL, rtol=0)
-    torch.testing.assert_close(gx, gx_w, atol=ATOL, rtol=0)
-    for name in gw_w:
-        torch.testing.assert_close(gw[name], gw_w[name], atol=ATOL, rtol=1e-4, msg=name)
-        if width < 24:  # the input columns (and biases) past the active width: no gradient
-            assert gw[name][..., width:].abs().max() == 0, name
-
-
 def test_lightweight_conv_cases_cover_both_full_sequence_paths():
     """The cases above reach the lightweight conv's band path and its conv2d path, both causal and not."""
     for causal in (False, True):

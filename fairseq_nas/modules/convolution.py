@@ -57,19 +57,6 @@ def _band(w: Tensor, t: int, padding_l: int) -> Tensor:
     return band[..., p:p + t]
 
 
-_ORDERS: dict[tuple[int, int, str], Tensor] = {}
-
-
-def head_major_order(c: int, heads: int, device: torch.device) -> Tensor:
-    """Our channels regrouped by head: position i * R + j (R = c / heads) holds channel j * heads + i,
-    so head i's channels (those with c mod heads == i) form the contiguous block i * R .. i * R + R - 1,
-    the layout fairseq's convolutions use. Cached per (c, heads, device)."""
-    key = (c, heads, str(device))
-    if key not in _ORDERS:
-        _ORDERS[key] = torch.arange(c, device=device).view(c // heads, heads).t().reshape(-1)
-    return _ORDERS[key]
-
-
 @with_incremental_state
 class _ElasticConvBase(nn.Module):
     # Full sequences up to this length take the fast path (`_fast_len`: the band matrix of the
@@ -263,23 +250,6 @@ class ElasticDynamicConv(_ElasticConvBase):
         out = window.reshape(t, b, c // heads, heads, kk) * w.unsqueeze(2)
         return out.sum(-1).view(t, b, c)
 
-    def banded_head_major(self, x: Tensor, heads: int) -> Tensor:
-        """A full sequence whose channels are in `head_major_order` (as the GLU block hands them over):
-        the same function as `forward` up to that order, without the two activation-sized transposes
-        our own order costs (each head's channels are already contiguous, so the band matmul reads
-        them in place). The kernel predictor's columns are reordered instead (H K x C, small)."""
-        t, b, c = x.shape
-        k = self.kernel_size
-        if c % heads:
-            raise ValueError(f"{c} channels cannot be split over {heads} heads")
-        order = head_major_order(c, heads, x.device)
-        w = F.linear(x, self.weight_linear.weight[:heads * k, :c][:, order]).view(t, b, heads, k)
-        w = _kernel_softmax(w)
-        w = F.dropout(w, p=self.weight_dropout, training=self.training)
-        band = _band(w.permute(1, 2, 0, 3), t, self.padding_l).reshape(b * heads, t, t)
-        out = torch.bmm(band, x.view(t, b * heads, c // heads).transpose(0, 1))  # B H x T x R
-        return out.transpose(0, 1).reshape(t, b, c)
-
     def _banded(self, x: Tensor, w: Tensor) -> Tensor:
         """A full sequence as one batched matmul: per (sentence, head) the T x T band of that
         sentence's predicted kernels, times the head's channels. x: T x B x C; w: T x B x H x K."""
@@ -309,25 +279,8 @@ class ElasticConvBlock(nn.Module):
     def forward(self, x: Tensor, heads: int, padding_mask: Optional[Tensor] = None,
                 incremental_state: Optional[IncrementalState] = None) -> Tensor:
         c = x.size(-1)
-        if (isinstance(self.conv, ElasticDynamicConv) and c % heads == 0
-                and self.conv._use_fast(x.size(0), incremental_state)):
-            return self._head_major(x, heads, padding_mask)
         h = self.value(x, c) * torch.sigmoid(self.gate(x, c))
         if padding_mask is not None:
             h = h.masked_fill(padding_mask.transpose(0, 1).unsqueeze(2), 0.0)
         h = self.conv(h, heads, incremental_state)
         return self.out(h, c)
-
-    def _head_major(self, x: Tensor, heads: int, padding_mask: Optional[Tensor]) -> Tensor:
-        """The dynamic conv's full-sequence path with the block's inner channels in `head_major_order`:
-        the GLU projection's rows and the output projection's columns are gathered in that order
-        (weights, C x C), so the activations between them never need a transpose."""
-        c = x.size(-1)
-        order = head_major_order(c, heads, x.device)
-        value = F.linear(x, self.value.weight[:c, :c][order], self.value.bias[:c][order])
-        gate = F.linear(x, self.gate.weight[:c, :c][order], self.gate.bias[:c][order])
-        h = value * torch.sigmoid(gate)
-        if padding_mask is not None:
-            h = h.masked_fill(padding_mask.transpose(0, 1).unsqueeze(2), 0.0)
-        h = self.conv.banded_head_major(h, heads)
-        return F.linear(h, self.out.weight[:c, :c][:, order], self.out.bias[:c])
