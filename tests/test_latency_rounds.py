@@ -282,7 +282,7 @@ def test_search_measures_the_top_k_together_then_batches_of_k():
     batches.clear()
     limit = {c.subnet.key(): 6.5 if i < 3 else 8.0 for i, c in enumerate(cands)}
     got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many,
-                                  limit_of=lambda c: limit[c.subnet.key()])
+                                  meets_of=lambda c, ms: ms <= limit[c.subnet.key()])
     assert batches == [[0, 1, 2], [3, 4, 5]]  # 7 meets batch 2's limit of 8, not --latency-ms's 5
     # confirmation: the first candidate that meets is asked once; a "no" sends the search on as if it missed
     batches.clear()
@@ -293,7 +293,7 @@ def test_search_measures_the_top_k_together_then_batches_of_k():
         return cands.index(c) != 3  # candidate 3 met by luck: not again
 
     got = measure_until_one_meets(cands[:3], cands[3:], 5.0, 9, measure_many=measure_many,
-                                  limit_of=lambda c: limit[c.subnet.key()], confirm=confirm)
+                                  meets_of=lambda c, ms: ms <= limit[c.subnet.key()], confirm=confirm)
     assert batches == [[0, 1, 2], [3, 4, 5]]
     assert asked == [3, 4]  # 3 not confirmed, 4 (same batch, also under 8) confirmed: no third batch
     # meets_of replaces the comparison (e.g. a per-round ratio to the reference)
@@ -316,3 +316,11 @@ def test_paired_ratio_cancels_drift_between_rounds():
         paired_ratio([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="same number of rounds"):
         paired_ratio([], [])
+
+
+def test_round_ratio_pairs_only_rounds_measured_together():
+    from fairseq_nas.search import round_ratio
+
+    assert round_ratio([9.0, 30.0, 9.0], [10.0, 10.0, 30.0]) == pytest.approx(0.9)
+    assert round_ratio([9.0, 30.0], [10.0, 10.0, 30.0]) is None  # different measurements
+    assert round_ratio(None, [10.0]) is None and round_ratio([], []) is None

@@ -183,6 +183,7 @@ def test_recalibrate_searches_again_under_the_limit_the_measurements_imply(predi
 
 @pytest.mark.parametrize("extra, message", [
     (["--reference-margin", "1.5"], "--reference-margin 1.5: expected 0 <= M < 1"),
+    (["--recalibrate", "-1"], "--recalibrate -1: expected 0 or more"),
     (["--no-measure"], "--reference: nothing is measured with --no-measure"),
     ([], "--reference needs --dict DIR"),
     (["--dict", "DATA"], "--reference: "),  # the file is not a checkpoint: named with the flag

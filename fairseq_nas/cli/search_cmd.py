@@ -304,12 +304,10 @@ def _measure_top(args, finalists, reserve, space, vocab, share: bool, max_measur
 
 def _ratio(row: dict, ref_row: dict) -> float:
     """A candidate's time over the reference's: per round when both rows have rounds, else overall."""
-    from fairseq_nas.search import paired_ratio
+    from fairseq_nas.search import round_ratio
 
-    mine, theirs = row.get("round_ms"), ref_row.get("round_ms")
-    if mine and theirs and len(mine) == len(theirs):
-        return paired_ratio(mine, theirs)
-    return row["latency_ms"] / ref_row["latency_ms"]
+    paired = round_ratio(row.get("round_ms"), ref_row.get("round_ms"))
+    return paired if paired is not None else row["latency_ms"] / ref_row["latency_ms"]
 
 
 def _verdict(d: dict, confirm: bool) -> Optional[bool]:
@@ -366,6 +364,8 @@ def _check_reference(args) -> None:
     if not 0 <= args.reference_margin < 1:
         raise FairseqNasError(f"--reference-margin {args.reference_margin:g}: expected 0 <= M < 1 (a share of the "
                               "reference's latency)")
+    if args.recalibrate < 0:
+        raise FairseqNasError(f"--recalibrate {args.recalibrate}: expected 0 or more searches again")
     if args.no_measure:
         raise FairseqNasError("--reference: nothing is measured with --no-measure; drop one of them")
     if args.latency_ms is None:
@@ -398,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
         evolution_search,
         plot_pareto,
         random_search,
+        winner_index,
     )
     from fairseq_nas.search.evolution import InfeasibleLimitError
     from fairseq_nas.space import Subnet, feature_names, load_space
@@ -480,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
 
-    attempts = 1 + (max(0, args.recalibrate) if args.reference and not args.no_measure else 0)
+    attempts = 1 + (args.recalibrate if args.reference and not args.no_measure else 0)
     limit_ms, rows, measured = args.latency_ms, [], []
     for attempt in range(1, attempts + 1):
         if attempt > 1:  # the same search again, under the recalibrated limit (its candidates scored so far count)
@@ -494,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
         got, measured = _finalists_measured(args, scorer, cons, result, feature_space, vocab, share, max_measured)
         rows += [{**r, "rank": len(rows) + i + 1, "attempt": attempt, "predicted_limit_ms": limit_ms}
                  for i, r in enumerate(got)]
-        if any(r["meets_limit"] is not False for r in got) or attempt == attempts:
+        if winner_index([r["meets_limit"] for r in got]) is not None or attempt == attempts:
             break
         new_limit = _recalibrated_limit(got, 1 - args.reference_margin)
         if new_limit is None or new_limit >= limit_ms:
@@ -504,7 +505,7 @@ def run(args: argparse.Namespace) -> int:
               f"limit of {new_limit:.2f} ms (attempt {attempt + 1} of {attempts}, --recalibrate)", file=sys.stderr)
         limit_ms = new_limit
     atomic_write_text(out / "topk.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    won = next((i for i, r in enumerate(rows) if r["meets_limit"] is not False), None)
+    won = winner_index([r["meets_limit"] for r in rows])
     if won is None:
         (out / "best.json").unlink(missing_ok=True)  # of an earlier run resumed: it is not this run's result
         plot_pareto(scorer.all_candidates(), out / "pareto.png", limit_ms, measured)

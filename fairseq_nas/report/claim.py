@@ -233,11 +233,10 @@ def comparison_rows(out: Path, read_updates: bool = True) -> list[dict[str, Any]
 def _ratio_to(rounds: Optional[list], baseline_rounds: Optional[list]) -> Optional[float]:
     """A model's latency over the baseline's, round by round (all models are measured together,
     interleaved), so drift between rounds cancels; None without paired rounds."""
-    if not rounds or not baseline_rounds or len(rounds) != len(baseline_rounds):
-        return None
-    from fairseq_nas.search import paired_ratio
+    from fairseq_nas.search import round_ratio
 
-    return round(paired_ratio(rounds, baseline_rounds), 4)
+    ratio = round_ratio(rounds, baseline_rounds)
+    return None if ratio is None else round(ratio, 4)
 
 
 def _no_slower(model: dict[str, Any], base: dict[str, Any]) -> bool:

@@ -39,13 +39,10 @@ def meets_limit(measured_ms: Optional[float], limit_ms: Optional[float]) -> Opti
     return measured_ms <= limit_ms
 
 
-def winner_index(measured_ms: Sequence[Optional[float]],
-                 limit_ms: Optional[float] | Sequence[Optional[float]]) -> Optional[int]:
-    """Index of the first candidate (in ranking order) not known to miss the limit; None if all miss.
-    `limit_ms`: one limit for all, or one per candidate (e.g. a reference's figure in its batch)."""
-    limits = list(limit_ms) if isinstance(limit_ms, Sequence) else [limit_ms] * len(measured_ms)
-    return next((i for i, (ms, lim) in enumerate(zip(measured_ms, limits)) if meets_limit(ms, lim) is not False),
-                None)
+def winner_index(verdicts: Sequence[Optional[bool]]) -> Optional[int]:
+    """Index of the first candidate (in ranking order) not known to miss the limit (True, or None:
+    not measured / not confirmed); None if all miss."""
+    return next((i for i, v in enumerate(verdicts) if v is not False), None)
 
 
 def paired_ratio(rounds_ms: Sequence[float], reference_rounds_ms: Sequence[float]) -> float:
@@ -57,3 +54,11 @@ def paired_ratio(rounds_ms: Sequence[float], reference_rounds_ms: Sequence[float
     if min(reference_rounds_ms) <= 0:
         raise ValueError("paired_ratio: the reference's round times must be positive")
     return statistics.median(m / r for m, r in zip(rounds_ms, reference_rounds_ms))
+
+
+def round_ratio(rounds_ms: Optional[Sequence[float]], reference_rounds_ms: Optional[Sequence[float]]
+                ) -> Optional[float]:
+    """`paired_ratio` where both have the same rounds (measured together), else None."""
+    if not rounds_ms or not reference_rounds_ms or len(rounds_ms) != len(reference_rounds_ms):
+        return None
+    return paired_ratio(rounds_ms, reference_rounds_ms)

@@ -9,10 +9,9 @@ K are measured in one call, against each other, so drift of the machine's speed 
 alike; the next-best then go in batches of K. With `measure` (one candidate -> ms) they are
 measured one by one.
 
-`limit_of(candidate)` gives the limit each measured candidate is held to when it is not the same
-for all: with a reference model measured in the same rounds (`search --reference`), each batch's
-limit is the reference's figure in that batch. `meets_of(candidate, ms)` replaces the comparison
-altogether (e.g. the median of per-round ratios to the reference).
+`meets_of(candidate, ms)` replaces the comparison with `limit_ms` when the verdict is not the same
+for all: with a reference model measured in the same rounds (`search --reference`), it is the
+median of the candidate's per-round ratios to the reference in its batch.
 
 `confirm(candidate)`: a second, independent measurement of a candidate that met its limit. Of
 many candidates measured on a noisy machine, the first to meet a limit is often the one whose
@@ -35,13 +34,11 @@ def measure_until_one_meets(
     progress: Optional[Callable[[], None]] = None,
     *,
     measure_many: Optional[Callable[[Sequence[Candidate]], Sequence[float]]] = None,
-    limit_of: Optional[Callable[[Candidate], Optional[float]]] = None,
     meets_of: Optional[Callable[[Candidate, float], bool]] = None,
     confirm: Optional[Callable[[Candidate], bool]] = None,
 ) -> list[tuple[Candidate, float]]:
     """(candidate, measured ms) for every finalist, then for reserve candidates while none meets
-    (`meets_of(candidate, ms)`, else ms against `limit_of(candidate)` once measured, else against
-    `limit_ms`; and, with `confirm`, confirmed by it)."""
+    (`meets_of(candidate, ms)`, else ms against `limit_ms`; and, with `confirm`, confirmed by it)."""
     if (measure is None) == (measure_many is None):
         raise TypeError("give one of measure (one candidate) or measure_many (a list, measured together)")
     measured: list[tuple[Candidate, float]] = []
@@ -60,8 +57,7 @@ def measure_until_one_meets(
         if meets_of is not None:
             ok = bool(meets_of(c, ms))
         else:
-            limit = limit_of(c) if limit_of is not None else limit_ms
-            ok = limit is not None and ms <= limit
+            ok = limit_ms is not None and ms <= limit_ms
         if ok and confirm is not None:
             key = c.subnet.key()
             if key not in confirmed:
@@ -74,7 +70,7 @@ def measure_until_one_meets(
     else:
         for c in finalists:
             take([c])
-    unlimited = limit_ms is None and limit_of is None and meets_of is None
+    unlimited = limit_ms is None and meets_of is None
     if unlimited or any(meets(c, ms) for c, ms in measured):
         return measured
     rest = list(reserve[: max(0, max_measured - len(measured))])
