@@ -9,9 +9,9 @@ batch does, and what DSS then costs as a share of supernet training at the recip
    Kendall tau of each against the reference.
 2. Cost: forward tokens/s of that scoring and forward-backward tokens/s of training updates
    (Adam steps on random subnets) are measured on this machine in the same run. A DSS step
-   scores about n * (1 + (1 - keep) * k) subnets (n the population, k the iterations: the
-   initial set, then the children of each generation), each on `tokens` tokens. Its share of
-   training at the recipes' settings is
+   scores `sampling.dss.scored_per_step` subnets (the remembered phase-1 subnets, then the
+   children of every iteration but the last), each on `tokens` tokens. Its share of training at
+   the recipes' settings is
        times * scored * tokens / (forward_tps) / (updates * max_tokens / train_tps)
    printed for a grid of population, iterations and batch sizes; the ShrinkNAS recipe trains
    50k updates of 4,096 tokens per GPU with 5 DSS steps.
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--recipe-max-tokens", type=int, default=4096)
     ap.add_argument("--recipe-times", type=int, default=5)
     ap.add_argument("--keep", type=float, default=0.3)
+    ap.add_argument("--recipe-epoch-updates", type=int, default=1100, help="updates per epoch (DSS every 10)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -109,15 +110,21 @@ def main() -> None:
     train_seconds = args.recipe_updates * args.recipe_max_tokens / train_tps
     print(f"\nDSS share of training at {args.recipe_updates} updates x {args.recipe_max_tokens} tokens, "
           f"{args.recipe_times} DSS steps (this machine's rates):")
-    print(f"{'population':>11}{'iterations':>11}{'tokens':>8}{'scored':>8}{'share':>9}{'tau(tokens)':>12}")
-    grid = [(1000, 5, args.reference_tokens), (1000, 5, 4096), (500, 3, 8192), (300, 3, 4096), (200, 3, 8192),
-            (200, 3, 4096), (200, 2, 2048), (100, 3, 4096)]
-    for n, k, tok in grid:
-        scored = n * (1 + (1 - args.keep) * k)
+    from fairseq_nas.sampling import DSSOptions
+    from fairseq_nas.sampling.dss import scored_per_step
+
+    print(f"{'remember':>9}{'population':>11}{'iterations':>11}{'tokens':>8}{'scored':>8}{'share':>9}"
+          f"{'tau(tokens)':>12}")
+    grid = [(2000, 1000, 5, args.reference_tokens), (2000, 1000, 5, 4096), (500, 500, 3, 8192),
+            (300, 300, 3, 4096), (200, 200, 3, 8192), (200, 200, 3, 4096), (200, 200, 2, 2048), (100, 100, 3, 4096)]
+    for remember, n, k, tok in grid:
+        options = DSSOptions(remember=remember, population=n, iterations=k, keep=args.keep,
+                             mutation=(1 - args.keep) * 4 / 7, crossover=(1 - args.keep) * 3 / 7)
+        scored = scored_per_step(options, args.recipe_epoch_updates * 10)
         seconds = args.recipe_times * scored * tok / forward_tps
         tau = statistics.median(taus[tok]) if tok in taus else (1.0 if tok == args.reference_tokens else None)
         tau_s = f"{tau:.3f}" if tau is not None else "-"
-        print(f"{n:>11}{k:>11}{tok:>8}{scored:>8.0f}{seconds / train_seconds:>8.1%}{tau_s:>12}")
+        print(f"{remember:>9}{n:>11}{k:>11}{tok:>8}{scored:>8.0f}{seconds / train_seconds:>8.1%}{tau_s:>12}")
 
 
 if __name__ == "__main__":

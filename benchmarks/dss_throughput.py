@@ -7,6 +7,11 @@ plain forward passes (same loss) of the same subnets exported as standalone mode
 Prints subnets/s per round, the medians and the ratio DSS / standalone (target >= 0.90); then
 a whole `dss_step` (evolution, batch building and bookkeeping included) against standalone
 forward passes of exactly the subnets it scored on exactly its batch.
+Last, DSS's share of training at the recipe's settings (`--recipe-*`: ShrinkNAS's 50k updates of
+4,096 tokens, DSS every 10 epochs of about 1,100 updates, 5 times) with the task's default DSS
+options, from the scoring rate above and a training rate (forward-backward + Adam on random
+subnets) measured here: each DSS scores the remembered phase-1 subnets, then the children of
+every iteration but the last, and the divergence subnets before and after (target <= 10%).
 Default model: the ShrinkNAS IWSLT'14 space at the paper's dims on the generated demo corpus.
 """
 from __future__ import annotations
@@ -38,6 +43,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--recipe-updates", type=int, default=50000)
+    ap.add_argument("--recipe-max-tokens", type=int, default=4096)
+    ap.add_argument("--recipe-epoch-updates", type=int, default=1100, help="IWSLT'14 at 4,096 tokens")
+    ap.add_argument("--train-updates", type=int, default=6, help="updates timed for the training rate")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,6 +141,46 @@ def main() -> None:
     print(f"whole dss_step: {n} subnets in {step_seconds:.1f}s = {n / step_seconds:.2f} subnets/s; the same "
           f"subnets standalone: {standalone_seconds:.1f}s = {n / standalone_seconds:.2f} subnets/s; ratio "
           f"{standalone_seconds / step_seconds:.3f}")
+
+    recipe_share(args, model, task, pad, scorer_tps=ntok * med["dss"], device=device)
+
+
+def recipe_share(args, model, task, pad: int, scorer_tps: float, device) -> None:
+    from fairseq_nas.sampling import DSSOptions
+    from fairseq_nas.sampling.dss import scored_per_step
+    from fairseq_nas.sampling.validator import make_batches, sample_sentences, to_device
+
+    task.load_dataset("train")
+    train = task.dataset("train")
+    batches = [to_device(b, device) for b in make_batches(
+        train, sample_sentences(train, args.recipe_max_tokens * 3, random.Random(7)), args.recipe_max_tokens)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    model.train()
+    tokens, t0 = 0, time.perf_counter()
+    for u in range(args.train_updates):
+        model.set_subnet(model.space.sample(random.Random(500 + u)))
+        b = batches[u % len(batches)]
+        out = model(**b["net_input"])[0]
+        loss = torch.nn.functional.cross_entropy(out.view(-1, out.size(-1)).float(), b["target"].view(-1),
+                                                 ignore_index=pad, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tokens += int(b["target"].ne(pad).sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_tps = tokens / (time.perf_counter() - t0)
+    options = DSSOptions()
+    scored = scored_per_step(options, options.every_epochs * args.recipe_epoch_updates)
+    div = 2 * options.divergence_subnets
+    dss_seconds = options.times * (scored * options.valid_tokens + div * options.divergence_tokens) / scorer_tps
+    train_seconds = args.recipe_updates * args.recipe_max_tokens / train_tps
+    print(f"training {train_tps:,.0f} tokens/s (forward-backward + Adam), scoring {scorer_tps:,.0f} tokens/s")
+    print(f"recipe ({args.recipe_updates} updates x {args.recipe_max_tokens} tokens), default DSS options "
+          f"(remember {options.remember}, population {options.population}, iterations {options.iterations}, "
+          f"{options.valid_tokens} tokens, {options.times} times, divergence {options.divergence_subnets}): "
+          f"{scored} + {div} divergence subnets scored per DSS; DSS {dss_seconds / 3600:.2f} h against training "
+          f"{train_seconds / 3600:.2f} h on this machine: share {dss_seconds / train_seconds:.1%} (target <= 10%)")
 
 
 if __name__ == "__main__":

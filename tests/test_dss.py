@@ -20,7 +20,7 @@ from fairseq_nas.sampling import (
     evolutionary_exploration,
     space_digest,
 )
-from fairseq_nas.sampling.dss import DSS_BEST, DSS_DIVERGENCE, DSS_LOG, DSS_SPACE
+from fairseq_nas.sampling.dss import DSS_BEST, DSS_DIVERGENCE, DSS_LOG, DSS_SPACE, scored_per_step
 from fairseq_nas.sampling.evolution import split_counts
 from fairseq_nas.sampling.validator import SubnetScorer, make_batches
 from fairseq_nas.space import Subnet, load_space
@@ -119,6 +119,7 @@ def test_dss_step_shrinks_the_space_and_lowers_its_mean_loss(supernet_and_valid)
     assert not before.finite and after.finite
     assert after.size() == row["space_size_after"] <= 12 < before.size() == row["space_size_before"]
     assert row["initial_subnets"] == 40 and row["best_loss"] == row["score_kept"]["min"]
+    assert row["evaluated"] == scored_per_step(options, 40) == 40 + 8 * 2  # what DSS's cost is counted from
     assert row["divergence_before"]["n"] == row["divergence_after"]["n"] == 8
     assert len(result["divergence"]["before"]) == 8
 

@@ -215,6 +215,19 @@ class DSSSampler:
         self._space_id = None
 
 
+def scored_per_step(options: DSSOptions, phase1_subnets: int) -> int:
+    """Subnets one DSS step scores on its validation batch after `phase1_subnets` distinct
+    subnets were trained in phase 1 (at most `options.remember` are kept): all of those, then the
+    children bred by every iteration but the last (the last iteration's children form the new
+    space unscored). Fewer when the space cannot supply distinct children. The divergence, when
+    measured, adds 2 x `divergence_subnets` forward passes on its own batch."""
+    from fairseq_nas.sampling.evolution import split_counts
+
+    _, n_mut, n_cross = split_counts(options.population, options.keep, options.mutation, options.crossover)
+    initial = min(options.remember, phase1_subnets) if phase1_subnets > 0 else options.population
+    return initial + (n_mut + n_cross) * (options.iterations - 1)
+
+
 def space_digest(subnets_json: Sequence[str]) -> str:
     """A short fingerprint of a finite sample space (to compare ranks in logs)."""
     return hashlib.sha1("\n".join(subnets_json).encode()).hexdigest()[:12]
