@@ -9,7 +9,9 @@ starts and stops; `quiet`: nothing added, whatever else runs on the machine), `-
 the shrinknas_iwslt14 space (real dims; vocabulary ~10k like IWSLT'14's joined BPE) are
 measured in two passes with each protocol, the protocols alternating (pass 1 block, pass 1
 rounds, pass 2 rounds, pass 2 block), every model built afresh per pass. Printed per protocol
-and statistic (median, trimmed mean, min; of wall and of CPU time): the median and max
+and statistic (median, trimmed mean, min; of wall and of CPU time; for rounds also the fastest
+round's median and the median of round medians corrected by each round's slowdown over all
+subnets, `ROUND_STATS`): the median and max
 coefficient of variation of a subnet's two figures, and Kendall's tau between the passes.
 Targets (issue 12), under load: median CV <= 3%, tau >= 0.95; quiet: median CV <= 2%.
 
@@ -72,9 +74,25 @@ def one_pass(subnets, space, vocab: int, protocol, meter) -> list[dict]:
     return [rows[i] for i in range(len(subnets))]
 
 
-def figure(row: dict, stat: str, clock: str) -> float:
-    part = row["total_ms"] if clock == "wall" else row["cpu_ms"]
-    return part["trimmed_mean" if stat == "trimmed_mean" else stat]
+# Statistics of the rounds (wall clock, rounds protocol only), from each row's per-round medians:
+# "round_min" the fastest round's median; "round_norm" each round's median divided by that round's
+# factor (the median over the pass's subnets of their round median over their median of rounds,
+# i.e. how slow the machine was during that round), then the median over rounds.
+ROUND_STATS = ("round_min", "round_norm")
+
+
+def figures(rows: list[dict], stat: str, clock: str) -> list[float]:
+    """One figure per row (subnet) of a pass."""
+    if stat in ROUND_STATS:
+        rounds = [r["round_ms"] for r in rows]
+        if stat == "round_min":
+            return [min(rs) for rs in rounds]
+        meds = [statistics.median(rs) for rs in rounds]
+        n = min(len(rs) for rs in rounds)
+        factor = [statistics.median(rs[k] / m for rs, m in zip(rounds, meds)) for k in range(n)]
+        return [statistics.median(rs[k] / factor[k] for k in range(n)) for rs in rounds]
+    part = "total_ms" if clock == "wall" else "cpu_ms"
+    return [r[part]["trimmed_mean" if stat == "trimmed_mean" else stat] for r in rows]
 
 
 def busy_seen(rows: list[dict]) -> float:
@@ -105,8 +123,9 @@ def condition(name: str, args, space, subnets, protocols: dict, meter) -> dict:
     print(f"  {'protocol':<8} {'figure':<18} {'median CV':>10} {'max CV':>8} {'tau':>7}")
     for proto in protocols:
         for clock in ("wall", "cpu"):
-            for stat in STATS:
-                rep = noise_report([[figure(r, stat, clock) for r in rows[proto][k]] for k in (0, 1)])
+            extra = ROUND_STATS if proto == "rounds" and clock == "wall" else ()
+            for stat in STATS + extra:
+                rep = noise_report([figures(rows[proto][k], stat, clock) for k in (0, 1)])
                 result["table"].append({"protocol": proto, "stat": stat, "clock": clock,
                                         "median_cv": rep["median_cv"], "max_cv": rep["max_cv"],
                                         "kendall_tau": rep["kendall_tau"]["0-1"]})
