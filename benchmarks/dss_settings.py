@@ -242,6 +242,13 @@ def main() -> None:
             append(out, done[key])
             print(f"{key}: {done[key]['tau']:.3f}", flush=True)
 
+    key = "judge uniform"  # the unshrunk space at the checkpoint's weights: what DSS improves on
+    if key not in done:
+        rng = random.Random(SEED + 11)  # the subnets of the tau rows (their judge losses are cached)
+        uniform = [bench.space.sample(rng) for _ in range(args.tau_subnets)]
+        done[key] = {"key": key, "judge": bench.judge_set(uniform, None)}
+        append(out, done[key])
+
     for name in train:
         key = f"train {name}"
         if key in done:
@@ -288,6 +295,11 @@ def summarize(done: dict, reference, settings, train, args) -> None:
         print(f"{name_of(s):>20}{r['evaluated']:>8}{r['evaluated'] * r['valid_tokens'] / 1e6:>10.2f}"
               f"{r['seconds']:>7.0f}{j['mean']:>10.3f}{j['mean'] - jr['mean']:>+8.3f}{j['set_best']:>10.3f}"
               f"{j['set_best'] - jr['set_best']:>+8.3f}{share:>8}")
+    if "judge uniform" in done:
+        j = done["judge uniform"]["judge"]
+        d = j["mean"] - ref["judge"]["mean"]
+        print(f"{'uniform (no DSS)':>20}{'-':>8}{'-':>10}{'-':>7}{j['mean']:>10.3f}{d:>+8.3f}"
+              f"{'-':>10}{'-':>8}{'-':>8}   (best of {j['judged']} drawn: {j['best_of_drawn']:.3f})")
     if taus:
         print("\nKendall tau, DSS batch vs judge (40 uniform subnets): " +
               ", ".join(f"{t} tokens {v:.3f}" for t, v in sorted(taus.items())))
