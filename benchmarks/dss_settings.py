@@ -124,7 +124,8 @@ class Bench:
             if len(sampler.remembered()) >= remember:
                 break
         options = DSSOptions(population=population, iterations=iterations, valid_tokens=tokens,
-                             remember=remember, divergence_subnets=0)
+                             remember=remember, divergence_subnets=0,
+                             batch_tokens=self.args.batch_tokens or None)
         t0 = time.perf_counter()
         result = dss_step(self.model, sampler, options, self.valid, self.pad, index=1)
         seconds = time.perf_counter() - t0
@@ -200,6 +201,8 @@ def main() -> None:
     ap.add_argument("--train-updates", type=int, default=150)
     ap.add_argument("--train-lr", type=float, default=5e-4)
     ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--batch-tokens", type=int, default=4096,
+                    help="DSS's forward chunks (the task's default: --max-tokens-valid); 0: one batch")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--recipe-updates", type=int, default=50000)
     ap.add_argument("--recipe-times", type=int, default=5)
