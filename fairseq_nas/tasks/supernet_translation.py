@@ -61,22 +61,24 @@ class SupernetTranslationConfig(TranslationConfig):
     dss_every_epochs: int = field(default=10, metadata={"help": "DSS after every N epochs (ShrinkNAS: 10)"})
     dss_times: int = field(default=5, metadata={"help": "number of DSS steps (ShrinkNAS: 5)"})
     dss_population: int = field(
-        default=1000, metadata={"help": "n of the evolutionary exploration: size of the shrunk sample space"})
-    dss_iterations: int = field(default=5, metadata={"help": "iterations of the evolutionary exploration"})
+        default=200, metadata={"help": "n of the evolutionary exploration: size of the shrunk sample space "
+                                       "(not in ShrinkNAS; chosen by benchmarks/dss_settings.py)"})
+    dss_iterations: int = field(default=3, metadata={"help": "iterations of the evolutionary exploration"})
     dss_keep: float = field(default=0.3, metadata={"help": "share of the population kept as parents"})
     dss_mutation: float = field(default=0.4, metadata={"help": "share refilled by mutation"})
     dss_crossover: float = field(default=0.3, metadata={"help": "share refilled by crossover"})
     dss_mutation_prob: float = field(default=0.4, metadata={"help": "per-gene mutation probability"})
     dss_valid_tokens: int = field(
-        default=30720, metadata={"help": "tokens of the validation batch drawn (afresh at each DSS) to score "
-                                         "each subnet with one forward pass"})
+        default=16384, metadata={"help": "tokens of the validation batch drawn (afresh at each DSS) to score "
+                                        "each subnet with one forward pass (ShrinkNAS: 30720)"})
     dss_valid_subset: str = field(default="valid", metadata={"help": "data split the DSS validator draws from"})
     dss_batch_tokens: Optional[int] = field(
         default=None,
         metadata={"help": "split the validation batch into forward chunks of at most this many padded tokens "
                           "(memory only; the loss is the same); default --max-tokens-valid"})
     dss_remember: int = field(
-        default=2000, metadata={"help": "cap on the distinct phase-1 subnets remembered (the most recent)"})
+        default=200, metadata={"help": "cap on the distinct phase-1 subnets remembered (the most recent); "
+                                       "they seed the evolutionary exploration"})
     dss_max_params: Optional[int] = field(
         default=None, metadata={"help": "parameter limit: subnets above it get a score penalty"})
     dss_penalty_weight: float = field(
