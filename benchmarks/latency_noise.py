@@ -52,6 +52,8 @@ def busy_process(enabled: bool) -> Iterator[Optional[int]]:
         yield None
         return
     proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    if hasattr(os, "sched_setaffinity"):  # not the measurement's pinned cores, which it inherits
+        os.sched_setaffinity(proc.pid, range(os.cpu_count() or 1))
     try:
         time.sleep(1.0)  # let the scheduler see it
         yield proc.pid
