@@ -161,6 +161,19 @@ def one_layer_decoders_only(subnet, model) -> float:
     return 0.0 if subnet.decoder.depth == 1 else 1000.0
 
 
+def test_task_defaults_are_dss_options_and_the_default_cost_is_what_the_readme_states():
+    """The task's --dss-* defaults come from DSSOptions (one source); with them a DSS at the recipe
+    (10 epochs of ~1,100 updates remembered) scores 200 remembered + 2 x 140 children = 480 subnets."""
+    import dataclasses
+
+    from fairseq_nas.tasks.supernet_translation import SupernetTranslationConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SupernetTranslationConfig)}
+    for name in DSSOptions.__dataclass_fields__:
+        assert defaults[f"dss_{name}"] == getattr(DSSOptions(), name), name
+    assert scored_per_step(DSSOptions(), 11000) == 480
+
+
 def test_options_are_checked_and_logs_parsed():
     from fairseq_nas.errors import FairseqNasError
     from fairseq_nas.report.dss import parse_fairseq_log

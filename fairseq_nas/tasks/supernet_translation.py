@@ -57,40 +57,48 @@ class SupernetTranslationConfig(TranslationConfig):
                           "(the best subnet of the last DSS; largest before any); the first is 'loss'"})
     subnet_log: Optional[str] = field(
         default=None, metadata={"help": "append one JSON line per update and rank: the subnet trained"})
-    # --- Dynamic Space Shrinking (ShrinkNAS); used with --sampler dss -----------------------------
-    dss_every_epochs: int = field(default=10, metadata={"help": "DSS after every N epochs (ShrinkNAS: 10)"})
-    dss_times: int = field(default=5, metadata={"help": "number of DSS steps (ShrinkNAS: 5)"})
+    # --- Dynamic Space Shrinking (ShrinkNAS); used with --sampler dss; defaults from DSSOptions -----
+    dss_every_epochs: int = field(
+        default=DSSOptions.every_epochs, metadata={"help": "DSS after every N epochs (ShrinkNAS: 10)"})
+    dss_times: int = field(default=DSSOptions.times, metadata={"help": "number of DSS steps (ShrinkNAS: 5)"})
     dss_population: int = field(
-        default=200, metadata={"help": "n of the evolutionary exploration: size of the shrunk sample space "
-                                       "(not in ShrinkNAS; chosen by benchmarks/dss_settings.py)"})
-    dss_iterations: int = field(default=3, metadata={"help": "iterations of the evolutionary exploration"})
-    dss_keep: float = field(default=0.3, metadata={"help": "share of the population kept as parents"})
-    dss_mutation: float = field(default=0.4, metadata={"help": "share refilled by mutation"})
-    dss_crossover: float = field(default=0.3, metadata={"help": "share refilled by crossover"})
-    dss_mutation_prob: float = field(default=0.4, metadata={"help": "per-gene mutation probability"})
+        default=DSSOptions.population,
+        metadata={"help": "n of the evolutionary exploration: size of the shrunk sample space "
+                          "(not in ShrinkNAS; chosen by benchmarks/dss_settings.py)"})
+    dss_iterations: int = field(
+        default=DSSOptions.iterations, metadata={"help": "iterations of the evolutionary exploration"})
+    dss_keep: float = field(default=DSSOptions.keep, metadata={"help": "share of the population kept as parents"})
+    dss_mutation: float = field(default=DSSOptions.mutation, metadata={"help": "share refilled by mutation"})
+    dss_crossover: float = field(default=DSSOptions.crossover, metadata={"help": "share refilled by crossover"})
+    dss_mutation_prob: float = field(
+        default=DSSOptions.mutation_prob, metadata={"help": "per-gene mutation probability"})
     dss_valid_tokens: int = field(
-        default=16384, metadata={"help": "tokens of the validation batch drawn (afresh at each DSS) to score "
-                                        "each subnet with one forward pass (ShrinkNAS: 30720)"})
+        default=DSSOptions.valid_tokens,
+        metadata={"help": "tokens of the validation batch drawn (afresh at each DSS) to score "
+                          "each subnet with one forward pass (ShrinkNAS: 30720)"})
     dss_valid_subset: str = field(default="valid", metadata={"help": "data split the DSS validator draws from"})
     dss_batch_tokens: Optional[int] = field(
         default=None,
         metadata={"help": "split the validation batch into forward chunks of at most this many padded tokens "
                           "(memory only; the loss is the same); default --max-tokens-valid"})
     dss_remember: int = field(
-        default=200, metadata={"help": "cap on the distinct phase-1 subnets remembered (the most recent); "
-                                       "they seed the evolutionary exploration"})
+        default=DSSOptions.remember,
+        metadata={"help": "cap on the distinct phase-1 subnets remembered (the most recent); "
+                          "they seed the evolutionary exploration"})
     dss_max_params: Optional[int] = field(
         default=None, metadata={"help": "parameter limit: subnets above it get a score penalty"})
     dss_penalty_weight: float = field(
-        default=10.0, metadata={"help": "penalty per unit of relative excess over --dss-max-params (bits/token)"})
+        default=DSSOptions.penalty_weight,
+        metadata={"help": "penalty per unit of relative excess over --dss-max-params (bits/token)"})
     dss_penalty_fn: Optional[str] = field(
         default=None, metadata={"help": "MODULE:FUNC, FUNC(subnet, model) -> float added to every subnet's score "
                                         "(hook for e.g. a latency model)"})
     dss_divergence_subnets: int = field(
-        default=200, metadata={"help": "subnets sampled before and after each shrink to measure subnet "
-                                       "divergence (0: off)"})
+        default=DSSOptions.divergence_subnets,
+        metadata={"help": "subnets sampled before and after each shrink to measure subnet divergence (0: off)"})
     dss_divergence_tokens: int = field(
-        default=2048, metadata={"help": "tokens of the fixed input (first valid sentences) for divergence"})
+        default=DSSOptions.divergence_tokens,
+        metadata={"help": "tokens of the fixed input (first valid sentences) for divergence"})
     dss_dir: Optional[str] = field(
         default=None, metadata={"help": "where dss.jsonl, dss_divergence.jsonl, dss_space.jsonl and dss_best.json "
                                         "go (default --save-dir)"})
