@@ -26,6 +26,7 @@ of evaluated architectures):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import lightgbm as lgb
@@ -237,7 +238,8 @@ class _LightGBMRanker(Ranker):
                                 f"ranker (PairwiseRanker, LambdaRanker, GBDTRegressor), got "
                                 f"{type(init_model).__name__}")
             init_booster = init_model.booster_
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # an all-NaN column's spread is NaN, treated as constant below
+            warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanmax(X, axis=0) - np.nanmin(X, axis=0) if X.size else np.zeros(0)
         if not (np.nan_to_num(spread, nan=0.0) > 0).any():
             raise ValueError("X: every feature column is constant (or all NaN); there is nothing to rank by")
