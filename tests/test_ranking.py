@@ -6,6 +6,7 @@ import ast
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,20 @@ def test_lambda_ranker_uses_acenas_relevance(data):
     assert params["objective"] == "lambdarank"
     assert params["label_gain"] == [2.0**k - 1 for k in range(21)]
     assert 1 <= params["lambdarank_truncation_level"] <= y.size
+
+
+def test_an_all_nan_column_is_fitted_around_without_a_numpy_warning():
+    """A feature missing in every row (NaN: e.g. a gene of layers no subnet has) is constant: the
+    fit uses the other columns, and numpy's "All-NaN slice" RuntimeWarning does not reach the user."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.uniform(size=(40, 2)), np.full((40, 1), np.nan)], axis=1)
+    y = X[:, 0] * 3 + X[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pred = GBDTRegressor(n_estimators=50).fit(X, y).predict(X)
+    assert kendall_tau(y, pred) > 0.5
+    with pytest.raises(ValueError, match="constant"):  # all NaN everywhere: nothing to rank by
+        GBDTRegressor().fit(np.full((10, 2), np.nan), np.arange(10.0))
 
 
 def test_fit_rejects_bad_input():
