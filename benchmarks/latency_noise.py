@@ -1,18 +1,17 @@
 """Noise of latency measurement: the block protocol (HAT's: one subnet after the other) against
 the rounds protocol (subnets interleaved in rounds, shuffled per round), in the same run.
 
-    python benchmarks/latency_noise.py [--space shrinknas_iwslt14] [--n 30] [--runs 24] [--rounds 8] [--load busy quiet]
-        [--vocab 10000] [--decoder-loop generator] [--cores auto] [--winner-k 5] [--json OUT.json]
+    python benchmarks/latency_noise.py [--space shrinknas_iwslt14] [--n 30] [--runs 24] [--rounds 8]
+        [--load busy quiet] [--vocab 10000] [--decoder-loop generator] [--cores auto] [--winner-k 5] [--json OUT.json]
 
 For each load condition (`busy`: a second CPU-bound process, a Python busy loop this script
 starts and stops; `quiet`: nothing added, whatever else runs on the machine), `--n` subnets of
 the `--space` (default shrinknas_iwslt14, where the targets are set; real dims; vocabulary
 ~10k like IWSLT'14's joined BPE) are measured in two passes with each protocol, the protocols
 alternating (pass 1 block, pass 1 rounds, pass 2 rounds, pass 2 block), every model built
-afresh per pass. Printed per protocol
-and statistic (median, trimmed mean, min; of wall and of CPU time; for rounds also the fastest
-round's median and the median of round medians corrected by each round's slowdown over all
-subnets, `ROUND_STATS`): the median and max
+afresh per pass. Printed per protocol and statistic (median, trimmed mean, min; of wall and of
+CPU time; for rounds also the fastest round's median and the median of round medians corrected
+by each round's slowdown over all subnets, `ROUND_STATS`): the median and max
 coefficient of variation of a subnet's two figures, and Kendall's tau between the passes.
 Targets (issue 12), under load: median CV <= 3%, tau >= 0.95; quiet: median CV <= 2%.
 
@@ -220,12 +219,16 @@ def main() -> None:
 
     import torch
 
+    from fairseq_nas.errors import FairseqNasError
     from fairseq_nas.latency.host import LoadMeter, parse_cores, pinned, sample_load, tune_allocator
     from fairseq_nas.latency.measure import Protocol, device_name
     from fairseq_nas.latency.store import sample_subnets
     from fairseq_nas.space import load_space
 
-    space = load_space(args.space)
+    try:
+        space = load_space(args.space)
+    except FairseqNasError as e:
+        raise SystemExit(f"latency_noise.py: error: --space {e}") from None
     subnets = sample_subnets(space, args.n, args.seed)
     common = dict(src_len=args.src_len, warmup=args.warmup, runs=args.runs, threads=args.threads,
                   decoder_loop=args.decoder_loop, round_warmup=args.round_warmup)
