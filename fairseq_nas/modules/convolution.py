@@ -8,7 +8,10 @@ heads is exactly the front slice of a wider one's. The kernel size is fixed per 
 (decoder) pad K - 1 on the left and decode incrementally from a buffer of the last K - 1
 inputs; non-causal ones pad K // 2 on each side.
 
-Full sequences: the dynamic conv (up to a few hundred tokens) lays each sentence's predicted
+Full sequences on the CPU run on the native kernels (`native.conv_ops`, conv_kernels.cpp): the
+convolution over the T x B x C memory as it is, vectorised over channels, O(T K), forward and
+backward. Without them (no compiler, FAIRSEQ_NAS_NATIVE_CONV=0, another device) the pure-PyTorch
+paths below compute the same function. The dynamic conv (up to a few hundred tokens) lays each sentence's predicted
 kernels out as T x T band matrices, one per head, and multiplies them with the head's channels
 in one batched matmul; the lightweight conv does the same with one band per head where T is
 short for its kernel, and otherwise runs as a depthwise conv2d over the T x B x C memory as it
@@ -26,6 +29,7 @@ from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from fairseq_nas.modules import native
 from fairseq_nas.modules.basic import ElasticLinear
 
 IncrementalState = dict[str, dict[str, Optional[Tensor]]]
@@ -94,6 +98,13 @@ class _ElasticConvBase(nn.Module):
         if k > 1:
             self.set_incremental_state(incremental_state, "conv_state", {"window": window[:, :, :, -(k - 1):]})
         return window
+
+    def _native_full_sequence(self, x: Tensor, incremental_state: Optional[IncrementalState]):
+        """The native kernels for a full sequence on the CPU (O(T K) at every length), else None:
+        decoding steps, other devices, fast_max_len = 0 (tests) or kernels switched off or unbuilt."""
+        if incremental_state is not None or self.fast_max_len == 0:
+            return None
+        return _native_ops(x)
 
     def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor):
         prev = self.get_incremental_state(incremental_state, "conv_state")
@@ -167,6 +178,57 @@ class _LightweightConvTBC(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
+def _native_ops(x: Tensor):
+    """The native CPU kernels (`native.conv_ops`) when they apply to x, else None."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return native.conv_ops()
+
+
+class _NativeLightweightConv(torch.autograd.Function):
+    """The lightweight conv on the native kernels: the input gradient is the same conv of the output
+    gradient with the kernels reversed (and the padding mirrored); the kernel gradient its own kernel."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, padding_l: int, ops) -> Tensor:
+        x, w = x.contiguous(), w.contiguous()
+        ctx.save_for_backward(x, w)
+        ctx.padding_l, ctx.ops = padding_l, ops
+        return ops.lightweight_forward(x, w, padding_l)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, w = ctx.saved_tensors
+        heads, k = w.shape
+        g = g.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ctx.ops.lightweight_forward(g, w.flip(-1).contiguous(), k - 1 - ctx.padding_l)
+        if ctx.needs_input_grad[1]:
+            grad_w = ctx.ops.lightweight_weight_grad(x, g, heads, k, ctx.padding_l)
+        return grad_x, grad_w, None, None
+
+
+class _NativeDynamicConv(torch.autograd.Function):
+    """The dynamic conv (x: T x B x C, kernels w: T x B x H x K) on the native kernels."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, padding_l: int, ops) -> Tensor:
+        x, w = x.contiguous(), w.contiguous()
+        ctx.save_for_backward(x, w)
+        ctx.padding_l, ctx.ops = padding_l, ops
+        return ops.dynamic_forward(x, w, padding_l)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        x, w = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x, grad_w = ctx.ops.dynamic_backward(x, w, g.contiguous(), ctx.padding_l, need_x, need_w)
+        return (grad_x if need_x else None), (grad_w if need_w else None), None, None
+
+
 class ElasticLightweightConv(_ElasticConvBase):
     """Depthwise convolution with softmax-normalised kernels shared within each head."""
 
@@ -181,6 +243,9 @@ class ElasticLightweightConv(_ElasticConvBase):
             raise ValueError(f"{c} channels cannot be split over {heads} heads")
         w = F.softmax(self.weight[:heads], dim=-1)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)  # H x K
+        ops = self._native_full_sequence(x, incremental_state)
+        if ops is not None:
+            return _NativeLightweightConv.apply(x, w, self.padding_l, ops)
         if self._use_fast(t, incremental_state):
             if self._band_is_cheaper(t):
                 return self._banded(x, w)
@@ -230,6 +295,9 @@ class ElasticDynamicConv(_ElasticConvBase):
         w = self.weight_linear(x, heads * k).view(t, b, heads, k)
         w = _kernel_softmax(w)
         w = F.dropout(w, p=self.weight_dropout, training=self.training)
+        ops = self._native_full_sequence(x, incremental_state)
+        if ops is not None:
+            return _NativeDynamicConv.apply(x, w, self.padding_l, ops)
         if self._use_fast(t, incremental_state):
             return self._banded(x, w)
         return self._unfolded(x, w, incremental_state)
