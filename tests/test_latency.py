@@ -108,6 +108,9 @@ def test_measure_row(space_file):
         assert 0 < row[part]["min"] <= row[part]["median"] and row[part]["mean"] > 0 and row[part]["std"] >= 0
         assert row[part]["q1"] <= row[part]["median"] <= row[part]["q3"] and row[part]["iqr"] >= 0
     assert (row["latency_stat"], row["latency_clock"]) == ("median", "wall")
+    # float32 on the CPU runs the native conv kernels wherever they build
+    from fairseq_nas.modules import native
+    assert row["conv_kernels"] == ("native" if native.conv_ops() is not None else "pytorch")
     assert row["latency_ms"] == row["total_ms"]["median"]
     assert (row["protocol"], row["decoder_loop"], row["rounds"]) == ("rounds", "generator", 6)
     assert len(row["round_ms"]) == 6
@@ -263,6 +266,19 @@ def test_cli_refuses_to_mix_settings(space_file, tmp_path, capsys):
     assert cli("--space", space_file, "-n", 1, *FAST, "--out", out) == 0
     assert cli("--space", space_file, "-n", 2, *FAST, "--beam", 3, "--out", out) == 2
     assert "beam 2 (now 3)" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_mix_conv_kernels(space_file, tmp_path, capsys, monkeypatch):
+    """Rows timed on the native conv kernels and rows timed on the PyTorch paths do not mix."""
+    from fairseq_nas.modules import native
+
+    if native.conv_ops() is None:
+        pytest.skip("native kernels unavailable here")
+    out = tmp_path / "lat.jsonl"
+    assert cli("--space", space_file, "-n", 1, *FAST, "--out", out) == 0
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    assert cli("--space", space_file, "-n", 2, *FAST, "--out", out) == 2
+    assert "conv_kernels 'native' (now 'pytorch')" in capsys.readouterr().err
 
 
 # --- vocabularies --------------------------------------------------------------------------

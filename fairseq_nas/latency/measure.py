@@ -101,7 +101,18 @@ class Protocol:
                 "threads": self.threads if self.threads is not None else torch.get_num_threads(),
                 "src_len": self.src_len, "tgt_len": self.target_len, "beam": self.beam, "runs": self.runs,
                 "protocol": self.protocol, "rounds": self.n_rounds, "round_warmup": self.round_warmup,
-                "decoder_loop": self.decoder_loop, "latency_stat": self.statistic, "latency_clock": self.clock}
+                "decoder_loop": self.decoder_loop, "latency_stat": self.statistic, "latency_clock": self.clock,
+                "conv_kernels": conv_kernels(self.device, self.dtype)}
+
+
+def conv_kernels(device: str, dtype: str) -> str:
+    """Which convolution code a measurement runs: the native CPU kernels (float32 on the CPU, where
+    they built) or the pure-PyTorch paths. Rows measured with one do not mix with the other's."""
+    from fairseq_nas.modules import native
+
+    if device.split(":", 1)[0] == "cpu" and DTYPES.get(dtype) == torch.float32 and native.conv_ops() is not None:
+        return "native"
+    return "pytorch"
 
 
 def check_device(device: str) -> None:

@@ -20,10 +20,10 @@ from fairseq_nas.space import SearchSpace, Subnet
 
 # Settings that change what is measured: rows that differ in one of them do not belong in one file.
 PROTOCOL_FIELDS = ("device", "dtype", "threads", "src_len", "tgt_len", "beam", "src_vocab", "tgt_vocab", "runs",
-                   "protocol", "rounds", "decoder_loop", "latency_stat", "latency_clock")
+                   "protocol", "rounds", "decoder_loop", "latency_stat", "latency_clock", "conv_kernels")
 # What rows written before these fields existed were measured with.
 LEGACY_SETTINGS = {"protocol": "block", "rounds": 1, "decoder_loop": "bare", "latency_stat": "trimmed_mean",
-                   "latency_clock": "wall"}
+                   "latency_clock": "wall", "conv_kernels": "pytorch"}
 
 
 def row_key(subnet: Union[Subnet, dict], repeat: int = 0) -> tuple[str, int]:

@@ -109,6 +109,67 @@ void conv_row(const S* x, const S* wrow, S* o, int64_t t, int64_t b, int64_t T, 
   }
 }
 
+// Two consecutive output rows t and t + 1 of one sentence, H dividing kPattern: each input row is
+// loaded once for both (row t reads it at tap i, row t + 1 at tap i - 1), which halves the loads
+// of the single-row loop. wrow0 / wrow1: the rows' K x kPattern expanded weights.
+template <typename S>
+inline void conv_block_pair(const S* xb, int64_t stride_t, const S* wrow0, const S* wrow1, int64_t K, int64_t lo0,
+                            int64_t hi0, int64_t lo1, int64_t hi1, S* o0, S* o1) {
+  S acc0[kBlock], acc1[kBlock];
+  for (int64_t l = 0; l < kBlock; ++l) acc0[l] = acc1[l] = 0;
+  // i: row t's tap; input row t + i - p; row t + 1 uses it as tap i - 1
+  const int64_t first = std::min(lo0, lo1 + 1), last = std::max(hi0, hi1 + 1);
+  for (int64_t i = first; i < last; ++i) {
+    const S* xr = xb + i * stride_t;
+    const bool use0 = i >= lo0 && i < hi0, use1 = i - 1 >= lo1 && i - 1 < hi1;
+    if (use0 && use1) {
+      const S* w0 = wrow0 + i * kPattern;
+      const S* w1 = wrow1 + (i - 1) * kPattern;
+      for (int64_t j = 0; j < kBlock; j += kPattern)
+#pragma omp simd
+        for (int64_t l = 0; l < kPattern; ++l) {
+          acc0[j + l] += w0[l] * xr[j + l];
+          acc1[j + l] += w1[l] * xr[j + l];
+        }
+    } else if (use0) {
+      const S* w0 = wrow0 + i * kPattern;
+      for (int64_t j = 0; j < kBlock; j += kPattern)
+#pragma omp simd
+        for (int64_t l = 0; l < kPattern; ++l) acc0[j + l] += w0[l] * xr[j + l];
+    } else if (use1) {
+      const S* w1 = wrow1 + (i - 1) * kPattern;
+      for (int64_t j = 0; j < kBlock; j += kPattern)
+#pragma omp simd
+        for (int64_t l = 0; l < kPattern; ++l) acc1[j + l] += w1[l] * xr[j + l];
+    }
+  }
+  (void)K;
+  for (int64_t l = 0; l < kBlock; ++l) o0[l] = acc0[l];
+  for (int64_t l = 0; l < kBlock; ++l) o1[l] = acc1[l];
+}
+
+// Rows t and t + 1 of sentence b (t + 1 < T) when L == kPattern: whole blocks in pairs, then the
+// leftover channels of each row as in conv_row.
+template <typename S>
+void conv_row_pair(const S* x, const S* wrow0, const S* wrow1, S* o0, S* o1, int64_t t, int64_t b, int64_t T,
+                   int64_t B, int64_t C, int64_t H, int64_t K, int64_t p, const S* wk0, const S* wk1) {
+  int64_t lo0, hi0, lo1, hi1;
+  valid_taps(t, T, K, p, &lo0, &hi0);
+  valid_taps(t + 1, T, K, p, &lo1, &hi1);
+  const int64_t stride_t = B * C;
+  const S* xb = x + b * C + (t - p) * stride_t;  // row t's tap i: xb + i * stride_t
+  int64_t c0 = 0;
+  for (; c0 + kBlock <= C; c0 += kBlock)
+    conv_block_pair(xb + c0, stride_t, wrow0, wrow1, K, lo0, hi0, lo1, hi1, o0 + c0, o1 + c0);
+  for (int64_t c = c0; c < C; ++c) {
+    S a0 = 0, a1 = 0;
+    for (int64_t i = lo0; i < hi0; ++i) a0 += wk0[(c % H) * K + i] * xb[i * stride_t + c];
+    for (int64_t i = lo1; i < hi1; ++i) a1 += wk1[(c % H) * K + i] * xb[(i + 1) * stride_t + c];
+    o0[c] = a0;
+    o1[c] = a1;
+  }
+}
+
 template <typename S>
 void lightweight_forward_impl(const S* x, const S* w, S* out, int64_t T, int64_t B, int64_t C, int64_t H,
                               int64_t K, int64_t p) {
@@ -120,6 +181,12 @@ void lightweight_forward_impl(const S* x, const S* w, S* out, int64_t T, int64_t
   at::parallel_for(0, B * T, 16, [&](int64_t begin, int64_t end) {
     for (int64_t bt = begin; bt < end; ++bt) {
       const int64_t b = bt / T, t = bt % T;
+      if (L == kPattern && bt + 1 < end && t + 1 < T) {  // rows t and t + 1 together
+        conv_row_pair(x, wrow.data(), wrow.data(), out + (t * B + b) * C, out + ((t + 1) * B + b) * C, t, b, T, B,
+                      C, H, K, p, w, w);
+        ++bt;
+        continue;
+      }
       conv_row(x, wrow.data(), out + (t * B + b) * C, t, b, T, B, C, H, K, L, p, w);
     }
   });
@@ -176,13 +243,40 @@ inline void fold_lanes(const S* lanes, int64_t n, int64_t H, S* gw, int64_t K) {
 // Lanes of the partial dot products: kBlock when every block sees one head pattern, else C.
 int64_t dot_width(int64_t C, int64_t H) { return kBlock % H == 0 ? kBlock : C; }
 
+// taps[i * kPattern + l] += the products of output-gradient row gr with input row xb + i * stride_t
+// over the whole blocks, lane l of each kPattern-wide group (so lane l holds channels of head
+// l mod H when H divides kPattern). Each block of gr stays in registers while every tap reads its
+// input row once. Returns the channels covered (the whole blocks).
+template <typename S>
+int64_t accumulate_tap_sums(const S* gr, const S* xb, int64_t stride_t, int64_t C, int64_t lo, int64_t hi,
+                            S* taps) {
+  int64_t c0 = 0;
+  for (; c0 + kBlock <= C; c0 += kBlock) {
+    S gv[kBlock];
+    for (int64_t l = 0; l < kBlock; ++l) gv[l] = gr[c0 + l];
+    for (int64_t i = lo; i < hi; ++i) {
+      const S* xr = xb + i * stride_t + c0;
+      S* ts = taps + i * kPattern;
+      S v[kPattern];
+      for (int64_t l = 0; l < kPattern; ++l) v[l] = ts[l];
+      for (int64_t j = 0; j < kBlock; j += kPattern)
+#pragma omp simd
+        for (int64_t l = 0; l < kPattern; ++l) v[l] += gv[j + l] * xr[j + l];
+      for (int64_t l = 0; l < kPattern; ++l) ts[l] = v[l];
+    }
+  }
+  return c0;
+}
+
 // grad_w[h, i] = sum over t, b and channels c of head h of g[t, b, c] * x[t + i - p, b, c]. Each
 // worker sums its sentences into K x L per-lane partial sums (L as for the expanded weights: lane
 // l holds channels of head l mod H), folded into heads at the end.
 template <typename S>
 void lightweight_weight_grad_impl(const S* x, const S* g, S* grad_w, int64_t T, int64_t B, int64_t C,
                                   int64_t H, int64_t K, int64_t p) {
-  const int64_t L = dot_width(C, H);
+  // lanes per tap: one kPattern-wide head pattern when H divides kPattern, else dot_width's
+  const bool pattern = kPattern % H == 0;
+  const int64_t L = pattern ? kPattern : dot_width(C, H);
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B));
   std::vector<S> lanes(workers * K * L, 0), tails(workers * H * K, 0);
   const int64_t stride_t = B * C;
@@ -198,6 +292,12 @@ void lightweight_weight_grad_impl(const S* x, const S* g, S* grad_w, int64_t T, 
           valid_taps(t, T, K, p, &lo, &hi);
           const S* gr = g + (t * B + b) * C;
           const S* xb = x + b * C + (t - p) * stride_t;
+          if (pattern) {
+            accumulate_tap_sums(gr, xb, stride_t, C, lo, hi, acc);
+            for (int64_t i = lo; i < hi; ++i)
+              for (int64_t c = full; c < C; ++c) tail[(c % H) * K + i] += gr[c] * xb[i * stride_t + c];
+            continue;
+          }
           for (int64_t i = lo; i < hi; ++i) {
             const S* xr = xb + i * stride_t;
             if (L == kBlock && full > 0) {  // add the blocks in registers, then once into memory
@@ -234,11 +334,19 @@ void dynamic_forward_impl(const S* x, const S* w, S* out, int64_t T, int64_t B, 
                           int64_t K, int64_t p) {
   const int64_t L = pattern_width(C, H);
   at::parallel_for(0, B * T, 16, [&](int64_t begin, int64_t end) {  // sentence-major, as above
-    std::vector<S> wrow(K * L);
+    std::vector<S> wrow(K * L), wrow1(K * L);
     for (int64_t bt = begin; bt < end; ++bt) {
       const int64_t b = bt / T, t = bt % T;
       const S* wk = w + (t * B + b) * H * K;
       expand(wk, H, K, L, wrow.data());
+      if (L == kPattern && bt + 1 < end && t + 1 < T) {  // rows t and t + 1 together
+        const S* wk1 = w + ((t + 1) * B + b) * H * K;
+        expand(wk1, H, K, L, wrow1.data());
+        conv_row_pair(x, wrow.data(), wrow1.data(), out + (t * B + b) * C, out + ((t + 1) * B + b) * C, t, b, T, B,
+                      C, H, K, p, wk, wk1);
+        ++bt;
+        continue;
+      }
       conv_row(x, wrow.data(), out + (t * B + b) * C, t, b, T, B, C, H, K, L, p, wk);
     }
   });
@@ -291,8 +399,9 @@ void dynamic_backward_impl(const S* x, const S* w, const S* g, S* grad_x, S* gra
   const int64_t L = pattern_width(C, H), D = dot_width(C, H);
   const int64_t stride_t = B * C;
   at::parallel_for(0, B, 1, [&](int64_t b_begin, int64_t b_end) {
-    std::vector<S> wrow(K * L), dots(D), pats;
+    std::vector<S> wrow(K * L), dots(D), pats, taps;
     const bool gather = grad_x != nullptr && L == kPattern;
+    const bool tap_sums = grad_w != nullptr && L == kPattern;
     for (int64_t b = b_begin; b < b_end; ++b) {
       if (gather) dynamic_input_grad_gather(w, g, grad_x, b, T, B, C, H, K, p, pats);
       for (int64_t t = 0; t < T; ++t) {
@@ -304,6 +413,16 @@ void dynamic_backward_impl(const S* x, const S* w, const S* g, S* grad_x, S* gra
         const S* xb = x + b * C + (t - p) * stride_t;
         S* gxb = grad_x == nullptr || gather ? nullptr : grad_x + b * C + (t - p) * stride_t;
         S* gw = grad_w == nullptr ? nullptr : grad_w + tb * H * K;
+        if (tap_sums) {  // the kernel gradient with the row's output gradient held in registers
+          taps.assign(K * kPattern, 0);
+          const int64_t full = accumulate_tap_sums(gr, xb, stride_t, C, lo, hi, taps.data());
+          for (int64_t i = lo; i < hi; ++i) {
+            fold_lanes(taps.data() + i * kPattern, full > 0 ? kPattern : 0, H, gw + i, K);
+            for (int64_t c = full; c < C; ++c) gw[(c % H) * K + i] += gr[c] * xb[i * stride_t + c];
+          }
+          gw = nullptr;  // done
+        }
+        if (gxb == nullptr && gw == nullptr) continue;
         if (gxb != nullptr) expand(wk, H, K, L, wrow.data());
         for (int64_t i = lo; i < hi; ++i) {
           if (gxb != nullptr) {
