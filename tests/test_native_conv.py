@@ -1,7 +1,7 @@
 """The native CPU convolution kernels (modules/conv_kernels.cpp) against the pure-PyTorch paths
-and fairseq's modules, at channel counts that reach each of their code paths: whole 64-channel
-blocks with a 16-wide head pattern (H divides 16), a 64-wide one (H = 32), a pattern over all
-channels (H divides neither), and leftover channels after the last block."""
+and fairseq's modules, at channel counts that reach each of their code paths: 64-, 16- and
+8-channel blocks with a 16-wide head pattern (H divides 16), a 64-wide one (H = 32), a pattern
+over all channels (H divides neither), and leftover channels after the last block."""
 from __future__ import annotations
 
 import shutil
@@ -12,9 +12,9 @@ from fairseq.modules import DynamicConv1dTBC, LightweightConv1dTBC
 
 from fairseq_nas.modules import ElasticDynamicConv, ElasticLightweightConv, native
 
-# (channels, heads): 16-wide pattern + 16 leftover; 16-wide, whole blocks; 64-wide pattern;
-# pattern over all channels + 38 leftover; leftover only (fewer than 64 channels)
-SHAPES = [(80, 4), (128, 8), (128, 32), (102, 3), (12, 4)]
+# (channels, heads): 16-wide pattern, a 64 block + a 16 block; 64 + 3 x 16 + 8 blocks; 64-wide
+# pattern; pattern over all channels + 38 one by one; an 8 block + 4 one by one
+SHAPES = [(80, 4), (120, 8), (128, 32), (102, 3), (12, 4)]
 KERNELS = [1, 3, 31]
 LENGTHS = [1, 7, 40]
 
@@ -128,7 +128,7 @@ def test_native_equals_fairseq_at_a_full_block_width(ops, kind, causal, k):
 def test_native_kernels_use_both_threads_alike(ops):
     """Workers split sentences (and, for the lightweight kernel gradient, sum per-worker partials):
     one thread and two give the same results."""
-    x, g = torch.randn(9, 5, 80, dtype=torch.float64), torch.randn(9, 5, 80, dtype=torch.float64)
+    x, g = torch.randn(9, 5, 120, dtype=torch.float64), torch.randn(9, 5, 120, dtype=torch.float64)
     w = torch.randn(4, 7, dtype=torch.float64)
     wd = torch.randn(9, 5, 4, 7, dtype=torch.float64)
     before = torch.get_num_threads()

@@ -4,9 +4,11 @@
 // wide one). In PyTorch that layout costs two strided transposes around every batched matmul;
 // here the convolution runs on the memory as it is: each output row (t, b) is the sum over the
 // kernel taps of a weight row times an input row, vectorised over the channels. Channels are
-// taken in blocks of kBlock whose accumulators stay in registers. When H divides kBlock, channel
-// c0 + l of a block starting at a multiple of kBlock has head l mod H, so one expanded weight
-// row of kBlock entries serves every block; otherwise the weight row is expanded over all C.
+// taken in blocks of 64 (then 16, then 8) whose accumulators stay in registers. A block starting
+// at a multiple of its width whose width H divides has channel c0 + l in head l mod H, so when H
+// divides 16 a tap's weights are one 16-wide vector for every block (when H divides only 64, a
+// 64-wide one; otherwise the weight row is expanded over all C). Kernel gradients hold each
+// block of the output gradient in registers while every tap reads its input row once.
 //
 // x, g, out: T x B x C. Lightweight kernels w: H x K. Dynamic kernels w: T x B x H x K. Tap i of
 // output step t reads input step t + i - p (zero outside 0 .. T-1).
@@ -63,31 +65,32 @@ inline void valid_taps(int64_t t, int64_t T, int64_t K, int64_t p, int64_t* lo, 
   *hi = std::min<int64_t>(K, T + p - t);
 }
 
-// One block of kBlock channels: acc = sum_i wrow[i] * x rows. kL = kPattern: a tap's weights are one
-// kPattern-wide vector repeated over the block (the compiler sees the reuse); kL = 0: rows of L.
-template <typename S, int64_t kL>
+// One block of NB channels: acc = sum_i (tap i's weights) * x rows. Tap i's weights for the block
+// start at wrow + i * L + off and repeat every P lanes (P = kPattern: one head-pattern vector
+// over a kBlock block; P = NB: NB weights in a row).
+template <typename S, int64_t NB, int64_t P>
 inline void conv_block(const S* xb, int64_t stride_t, const S* wrow, int64_t L, int64_t off, int64_t lo,
                        int64_t hi, S* o) {
-  S acc[kBlock];
-  for (int64_t l = 0; l < kBlock; ++l) acc[l] = 0;
+  S acc[NB];
+  for (int64_t l = 0; l < NB; ++l) acc[l] = 0;
   for (int64_t i = lo; i < hi; ++i) {
     const S* xr = xb + i * stride_t;
-    if constexpr (kL > 0) {
-      const S* wr = wrow + i * kL;
-      for (int64_t j = 0; j < kBlock; j += kL)
+    const S* wr = wrow + i * L + off;
+    for (int64_t j = 0; j < NB; j += P)
 #pragma omp simd
-        for (int64_t l = 0; l < kL; ++l) acc[j + l] += wr[l] * xr[j + l];
-    } else {
-      const S* wr = wrow + i * L + off;
-#pragma omp simd
-      for (int64_t l = 0; l < kBlock; ++l) acc[l] += wr[l] * xr[l];
-    }
+      for (int64_t l = 0; l < P; ++l) acc[j + l] += wr[l] * xr[j + l];
   }
-  for (int64_t l = 0; l < kBlock; ++l) o[l] = acc[l];
+  for (int64_t l = 0; l < NB; ++l) o[l] = acc[l];
 }
 
+// Channels are taken in blocks of kBlock, then of kPattern, then of 8 (so every C that is a
+// multiple of 8 is vectorised throughout), then one by one. Each narrower block starts at a
+// multiple of its width, so its weights are a contiguous run of the expanded row at c0 mod L
+// (L = kPattern, kBlock or C: each a multiple of H, and of the narrower widths where it is not C).
+inline int64_t vector_channels(int64_t C) { return C / 8 * 8; }
+
 // out row (t, b) = sum_i wrow[i] * x row (t + i - p, b); wrow: K x L expanded weights, w_heads the
-// H x K kernels they came from (for the last C mod kBlock channels).
+// H x K kernels they came from (for the last C mod 8 channels).
 template <typename S>
 void conv_row(const S* x, const S* wrow, S* o, int64_t t, int64_t b, int64_t T, int64_t B, int64_t C,
               int64_t H, int64_t K, int64_t L, int64_t p, const S* w_heads) {
@@ -98,11 +101,14 @@ void conv_row(const S* x, const S* wrow, S* o, int64_t t, int64_t b, int64_t T, 
   int64_t c0 = 0;
   for (; c0 + kBlock <= C; c0 += kBlock) {
     if (L == kPattern)
-      conv_block<S, kPattern>(xb + c0, stride_t, wrow, L, 0, lo, hi, o + c0);
+      conv_block<S, kBlock, kPattern>(xb + c0, stride_t, wrow, L, 0, lo, hi, o + c0);
     else
-      conv_block<S, 0>(xb + c0, stride_t, wrow, L, c0 % L, lo, hi, o + c0);
+      conv_block<S, kBlock, kBlock>(xb + c0, stride_t, wrow, L, c0 % L, lo, hi, o + c0);
   }
-  for (int64_t c = c0; c < C; ++c) {  // the last C mod kBlock channels
+  for (; c0 + kPattern <= C; c0 += kPattern)
+    conv_block<S, kPattern, kPattern>(xb + c0, stride_t, wrow, L, c0 % L, lo, hi, o + c0);
+  for (; c0 + 8 <= C; c0 += 8) conv_block<S, 8, 8>(xb + c0, stride_t, wrow, L, c0 % L, lo, hi, o + c0);
+  for (int64_t c = c0; c < C; ++c) {  // the last C mod 8 channels
     S a = 0;
     for (int64_t i = lo; i < hi; ++i) a += w_heads[(c % H) * K + i] * xb[i * stride_t + c];
     o[c] = a;
@@ -110,46 +116,44 @@ void conv_row(const S* x, const S* wrow, S* o, int64_t t, int64_t b, int64_t T, 
 }
 
 // Two consecutive output rows t and t + 1 of one sentence, H dividing kPattern: each input row is
-// loaded once for both (row t reads it at tap i, row t + 1 at tap i - 1), which halves the loads
-// of the single-row loop. wrow0 / wrow1: the rows' K x kPattern expanded weights.
-template <typename S>
-inline void conv_block_pair(const S* xb, int64_t stride_t, const S* wrow0, const S* wrow1, int64_t K, int64_t lo0,
-                            int64_t hi0, int64_t lo1, int64_t hi1, S* o0, S* o1) {
-  S acc0[kBlock], acc1[kBlock];
-  for (int64_t l = 0; l < kBlock; ++l) acc0[l] = acc1[l] = 0;
+// loaded once for both (row t reads it at tap i, row t + 1 at tap i - 1). wrow0 / wrow1: the
+// rows' K x kPattern expanded weights, off the block's lane offset in them; NB and P as in
+// conv_block.
+template <typename S, int64_t NB, int64_t P>
+inline void conv_block_pair(const S* xb, int64_t stride_t, const S* wrow0, const S* wrow1, int64_t off,
+                            int64_t lo0, int64_t hi0, int64_t lo1, int64_t hi1, S* o0, S* o1) {
+  S acc0[NB], acc1[NB];
+  for (int64_t l = 0; l < NB; ++l) acc0[l] = acc1[l] = 0;
   // i: row t's tap; input row t + i - p; row t + 1 uses it as tap i - 1
   const int64_t first = std::min(lo0, lo1 + 1), last = std::max(hi0, hi1 + 1);
   for (int64_t i = first; i < last; ++i) {
     const S* xr = xb + i * stride_t;
     const bool use0 = i >= lo0 && i < hi0, use1 = i - 1 >= lo1 && i - 1 < hi1;
+    const S* w0 = wrow0 + i * kPattern + off;
+    const S* w1 = wrow1 + (i - 1) * kPattern + off;
     if (use0 && use1) {
-      const S* w0 = wrow0 + i * kPattern;
-      const S* w1 = wrow1 + (i - 1) * kPattern;
-      for (int64_t j = 0; j < kBlock; j += kPattern)
+      for (int64_t j = 0; j < NB; j += P)
 #pragma omp simd
-        for (int64_t l = 0; l < kPattern; ++l) {
+        for (int64_t l = 0; l < P; ++l) {
           acc0[j + l] += w0[l] * xr[j + l];
           acc1[j + l] += w1[l] * xr[j + l];
         }
     } else if (use0) {
-      const S* w0 = wrow0 + i * kPattern;
-      for (int64_t j = 0; j < kBlock; j += kPattern)
+      for (int64_t j = 0; j < NB; j += P)
 #pragma omp simd
-        for (int64_t l = 0; l < kPattern; ++l) acc0[j + l] += w0[l] * xr[j + l];
+        for (int64_t l = 0; l < P; ++l) acc0[j + l] += w0[l] * xr[j + l];
     } else if (use1) {
-      const S* w1 = wrow1 + (i - 1) * kPattern;
-      for (int64_t j = 0; j < kBlock; j += kPattern)
+      for (int64_t j = 0; j < NB; j += P)
 #pragma omp simd
-        for (int64_t l = 0; l < kPattern; ++l) acc1[j + l] += w1[l] * xr[j + l];
+        for (int64_t l = 0; l < P; ++l) acc1[j + l] += w1[l] * xr[j + l];
     }
   }
-  (void)K;
-  for (int64_t l = 0; l < kBlock; ++l) o0[l] = acc0[l];
-  for (int64_t l = 0; l < kBlock; ++l) o1[l] = acc1[l];
+  for (int64_t l = 0; l < NB; ++l) o0[l] = acc0[l];
+  for (int64_t l = 0; l < NB; ++l) o1[l] = acc1[l];
 }
 
-// Rows t and t + 1 of sentence b (t + 1 < T) when L == kPattern: whole blocks in pairs, then the
-// leftover channels of each row as in conv_row.
+// Rows t and t + 1 of sentence b (t + 1 < T) when L == kPattern: blocks as in conv_row, in pairs,
+// then the last C mod 8 channels of each row one by one.
 template <typename S>
 void conv_row_pair(const S* x, const S* wrow0, const S* wrow1, S* o0, S* o1, int64_t t, int64_t b, int64_t T,
                    int64_t B, int64_t C, int64_t H, int64_t K, int64_t p, const S* wk0, const S* wk1) {
@@ -160,7 +164,12 @@ void conv_row_pair(const S* x, const S* wrow0, const S* wrow1, S* o0, S* o1, int
   const S* xb = x + b * C + (t - p) * stride_t;  // row t's tap i: xb + i * stride_t
   int64_t c0 = 0;
   for (; c0 + kBlock <= C; c0 += kBlock)
-    conv_block_pair(xb + c0, stride_t, wrow0, wrow1, K, lo0, hi0, lo1, hi1, o0 + c0, o1 + c0);
+    conv_block_pair<S, kBlock, kPattern>(xb + c0, stride_t, wrow0, wrow1, 0, lo0, hi0, lo1, hi1, o0 + c0, o1 + c0);
+  for (; c0 + kPattern <= C; c0 += kPattern)
+    conv_block_pair<S, kPattern, kPattern>(xb + c0, stride_t, wrow0, wrow1, 0, lo0, hi0, lo1, hi1, o0 + c0,
+                                           o1 + c0);
+  for (; c0 + 8 <= C; c0 += 8)
+    conv_block_pair<S, 8, 8>(xb + c0, stride_t, wrow0, wrow1, c0 % kPattern, lo0, hi0, lo1, hi1, o0 + c0, o1 + c0);
   for (int64_t c = c0; c < C; ++c) {
     S a0 = 0, a1 = 0;
     for (int64_t i = lo0; i < hi0; ++i) a0 += wk0[(c % H) * K + i] * xb[i * stride_t + c];
@@ -243,29 +252,36 @@ inline void fold_lanes(const S* lanes, int64_t n, int64_t H, S* gw, int64_t K) {
 // Lanes of the partial dot products: kBlock when every block sees one head pattern, else C.
 int64_t dot_width(int64_t C, int64_t H) { return kBlock % H == 0 ? kBlock : C; }
 
-// taps[i * kPattern + l] += the products of output-gradient row gr with input row xb + i * stride_t
-// over the whole blocks, lane l of each kPattern-wide group (so lane l holds channels of head
-// l mod H when H divides kPattern). Each block of gr stays in registers while every tap reads its
-// input row once. Returns the channels covered (the whole blocks).
-template <typename S>
-int64_t accumulate_tap_sums(const S* gr, const S* xb, int64_t stride_t, int64_t C, int64_t lo, int64_t hi,
-                            S* taps) {
-  int64_t c0 = 0;
-  for (; c0 + kBlock <= C; c0 += kBlock) {
-    S gv[kBlock];
-    for (int64_t l = 0; l < kBlock; ++l) gv[l] = gr[c0 + l];
-    for (int64_t i = lo; i < hi; ++i) {
-      const S* xr = xb + i * stride_t + c0;
-      S* ts = taps + i * kPattern;
-      S v[kPattern];
-      for (int64_t l = 0; l < kPattern; ++l) v[l] = ts[l];
-      for (int64_t j = 0; j < kBlock; j += kPattern)
+// One block of NB channels of accumulate_tap_sums, its lanes at offset off of each tap's pattern.
+template <typename S, int64_t NB, int64_t P>
+inline void tap_sums_block(const S* gr, const S* xb, int64_t stride_t, int64_t lo, int64_t hi, int64_t off,
+                           S* taps) {
+  S gv[NB];
+  for (int64_t l = 0; l < NB; ++l) gv[l] = gr[l];
+  for (int64_t i = lo; i < hi; ++i) {
+    const S* xr = xb + i * stride_t;
+    S* ts = taps + i * kPattern + off;
+    S v[P];
+    for (int64_t l = 0; l < P; ++l) v[l] = ts[l];
+    for (int64_t j = 0; j < NB; j += P)
 #pragma omp simd
-        for (int64_t l = 0; l < kPattern; ++l) v[l] += gv[j + l] * xr[j + l];
-      for (int64_t l = 0; l < kPattern; ++l) ts[l] = v[l];
-    }
+      for (int64_t l = 0; l < P; ++l) v[l] += gv[j + l] * xr[j + l];
+    for (int64_t l = 0; l < P; ++l) ts[l] = v[l];
   }
-  return c0;
+}
+
+// taps[i * kPattern + l] += the products of output-gradient row gr with input row xb + i * stride_t,
+// lane l of each kPattern-wide group (so lane l holds channels of head l mod H when H divides
+// kPattern), over the first vector_channels(C) channels (blocks as in conv_row). Each block of gr
+// stays in registers while every tap reads its input row once.
+template <typename S>
+void accumulate_tap_sums(const S* gr, const S* xb, int64_t stride_t, int64_t C, int64_t lo, int64_t hi, S* taps) {
+  int64_t c0 = 0;
+  for (; c0 + kBlock <= C; c0 += kBlock)
+    tap_sums_block<S, kBlock, kPattern>(gr + c0, xb + c0, stride_t, lo, hi, 0, taps);
+  for (; c0 + kPattern <= C; c0 += kPattern)
+    tap_sums_block<S, kPattern, kPattern>(gr + c0, xb + c0, stride_t, lo, hi, 0, taps);
+  for (; c0 + 8 <= C; c0 += 8) tap_sums_block<S, 8, 8>(gr + c0, xb + c0, stride_t, lo, hi, c0 % kPattern, taps);
 }
 
 // grad_w[h, i] = sum over t, b and channels c of head h of g[t, b, c] * x[t + i - p, b, c]. Each
@@ -280,8 +296,8 @@ void lightweight_weight_grad_impl(const S* x, const S* g, S* grad_w, int64_t T, 
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B));
   std::vector<S> lanes(workers * K * L, 0), tails(workers * H * K, 0);
   const int64_t stride_t = B * C;
-  int64_t full = 0;  // channels in whole blocks
-  while (full + kBlock <= C) full += kBlock;
+  // channels in vector blocks (the rest one by one, into `tails`)
+  const int64_t full = pattern ? vector_channels(C) : C / kBlock * kBlock;
   at::parallel_for(0, workers, 1, [&](int64_t wb, int64_t we) {
     for (int64_t worker = wb; worker < we; ++worker) {
       S* acc = lanes.data() + worker * K * L;
@@ -352,6 +368,24 @@ void dynamic_forward_impl(const S* x, const S* w, S* out, int64_t T, int64_t B, 
   });
 }
 
+// One block of NB channels of an input-gradient row: sum over taps i of the pattern of output row
+// s + p - i at tap i times that row's gradient. gb, pb: output-gradient row and patterns of step
+// s + p (tap i: gb - i * stride_t, pb + i * (1 - K) * kPattern, i.e. row s + p - i, tap i).
+template <typename S, int64_t NB, int64_t P>
+inline void gather_block(const S* gb, const S* pb, int64_t stride_t, int64_t K, int64_t lo, int64_t hi, int64_t off,
+                         S* o) {
+  S acc[NB];
+  for (int64_t l = 0; l < NB; ++l) acc[l] = 0;
+  for (int64_t i = lo; i < hi; ++i) {
+    const S* wr = pb - i * K * kPattern + i * kPattern + off;
+    const S* gr = gb - i * stride_t;
+    for (int64_t j = 0; j < NB; j += P)
+#pragma omp simd
+      for (int64_t l = 0; l < P; ++l) acc[j + l] += wr[l] * gr[j + l];
+  }
+  for (int64_t l = 0; l < NB; ++l) o[l] = acc[l];
+}
+
 // grad_x of one sentence b when L == kPattern, gathered into register accumulators: input row s
 // collects, from each output row t = s + p - i that read it at tap i, w[t, b, :, i] * g[t, b]. The
 // sentence's expanded kernels (T x K x kPattern) are built once into `pats`.
@@ -364,20 +398,14 @@ void dynamic_input_grad_gather(const S* w, const S* g, S* grad_x, int64_t b, int
   for (int64_t s = 0; s < T; ++s) {
     const int64_t lo = std::max<int64_t>(0, s + p - T + 1), hi = std::min<int64_t>(K, s + p + 1);
     S* o = grad_x + (s * B + b) * C;
+    const S* gb = g + b * C + (s + p) * stride_t;  // tap i reads output row s + p - i
+    const S* pb = pats.data() + (s + p) * K * kPattern;
     int64_t c0 = 0;
-    for (; c0 + kBlock <= C; c0 += kBlock) {
-      S acc[kBlock];
-      for (int64_t l = 0; l < kBlock; ++l) acc[l] = 0;
-      for (int64_t i = lo; i < hi; ++i) {
-        const int64_t t = s + p - i;
-        const S* wr = pats.data() + (t * K + i) * kPattern;
-        const S* gr = g + t * stride_t + b * C + c0;
-        for (int64_t j = 0; j < kBlock; j += kPattern)
-#pragma omp simd
-          for (int64_t l = 0; l < kPattern; ++l) acc[j + l] += wr[l] * gr[j + l];
-      }
-      for (int64_t l = 0; l < kBlock; ++l) o[c0 + l] = acc[l];
-    }
+    for (; c0 + kBlock <= C; c0 += kBlock)
+      gather_block<S, kBlock, kPattern>(gb + c0, pb, stride_t, K, lo, hi, 0, o + c0);
+    for (; c0 + kPattern <= C; c0 += kPattern)
+      gather_block<S, kPattern, kPattern>(gb + c0, pb, stride_t, K, lo, hi, 0, o + c0);
+    for (; c0 + 8 <= C; c0 += 8) gather_block<S, 8, 8>(gb + c0, pb, stride_t, K, lo, hi, c0 % kPattern, o + c0);
     for (int64_t c = c0; c < C; ++c) {
       S a = 0;
       for (int64_t i = lo; i < hi; ++i) {
@@ -415,7 +443,8 @@ void dynamic_backward_impl(const S* x, const S* w, const S* g, S* grad_x, S* gra
         S* gw = grad_w == nullptr ? nullptr : grad_w + tb * H * K;
         if (tap_sums) {  // the kernel gradient with the row's output gradient held in registers
           taps.assign(K * kPattern, 0);
-          const int64_t full = accumulate_tap_sums(gr, xb, stride_t, C, lo, hi, taps.data());
+          accumulate_tap_sums(gr, xb, stride_t, C, lo, hi, taps.data());
+          const int64_t full = vector_channels(C);
           for (int64_t i = lo; i < hi; ++i) {
             fold_lanes(taps.data() + i * kPattern, full > 0 ? kPattern : 0, H, gw + i, K);
             for (int64_t c = full; c < C; ++c) gw[(c % H) * K + i] += gr[c] * xb[i * stride_t + c];
