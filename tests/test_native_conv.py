@@ -102,7 +102,7 @@ def test_native_equals_pytorch_paths_forward_and_backward(monkeypatch, ops, kind
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-5 if dtype == torch.float32 else 1e-9, msg=name)
 
 
-@pytest.mark.parametrize("k", [3, 15, 31])
+@pytest.mark.parametrize("k", [3, 7, 15, 31])
 @pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
 @pytest.mark.parametrize("kind", ["lightweight", "dynamic"])
 def test_native_equals_fairseq_at_a_full_block_width(ops, kind, causal, k):
