@@ -324,3 +324,62 @@ def test_round_ratio_pairs_only_rounds_measured_together():
     assert round_ratio([9.0, 30.0, 9.0], [10.0, 10.0, 30.0]) == pytest.approx(0.9)
     assert round_ratio([9.0, 30.0], [10.0, 10.0, 30.0]) is None  # different measurements
     assert round_ratio(None, [10.0]) is None and round_ratio([], []) is None
+
+
+# --- drift between groups: the anchor -------------------------------------------------------------
+
+
+def test_anchor_is_the_median_size_subnet():
+    from fairseq_nas.latency.anchor import choose_anchor
+
+    assert choose_anchor(["a", "b", "c", "d", "e"], [5, 1, 4, 2, 3]) == "e"  # sizes 1 2 3 4 5: the third
+    assert choose_anchor(["a", "b", "c", "d"], [4, 1, 3, 2]) == "d"  # two at the median: the smaller
+    with pytest.raises(ValueError):
+        choose_anchor([], [])
+
+
+def test_anchor_is_timed_in_every_group_and_each_row_gets_its_groups_level(space_file, tmp_path):
+    """Three groups: the anchor (not a row, not in the sidecar) is timed in each; every row records
+    the anchor's latency in its own group and the first group's, and drift_corrected_ms is its
+    latency scaled by their ratio (identity in the first group). One group, or --no-anchor: none."""
+    from fairseq_nas.latency.anchor import choose_anchor
+    from fairseq_nas.latency.costs import count_params
+
+    n, rounds = 5, 2
+    opts = ["--space", str(space_file), "-n", str(n), "--runs", "4", "--rounds", str(rounds), "--warmup", "1",
+            "--src-len", "6", "--vocab-size", "40", "--group", "2", "--no-progress"]
+    out = tmp_path / "lat.jsonl"
+    assert main(["latency", *opts, "--out", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert len(rows) == n and len(_sidecar(out)) == n * rounds  # the anchor's rounds are not kept
+    space = load_space(space_file)
+    subnets = sample_subnets(space, n, 0)
+    expected_anchor = choose_anchor(subnets, [count_params(s, space, 40, 40) for s in subnets])
+    assert {r["anchor"]["subnet"] for r in rows} == {expected_anchor.to_json()}
+    ref = rows[0]["anchor"]["ref_ms"]
+    assert ref > 0 and all(r["anchor"]["ref_ms"] == ref for r in rows)
+    assert [r["anchor"]["ms"] == ref for r in rows[:2]] == [True, True]  # the first group sets the level
+    assert len({r["anchor"]["ms"] for r in rows}) == 3  # one level per group
+    for r in rows:
+        assert r["drift_corrected_ms"] == pytest.approx(r["latency_ms"] * ref / r["anchor"]["ms"])
+
+    for extra, name in ((["--group", "8"], "one_group.jsonl"), (["--no-anchor"], "no_anchor.jsonl")):
+        assert main(["latency", *opts, *extra, "--out", str(tmp_path / name)]) == 0
+        assert all("anchor" not in r and "drift_corrected_ms" not in r for r in read_jsonl(tmp_path / name))
+
+
+def test_a_resumed_run_keeps_the_anchor_and_level_of_the_earlier_rows(space_file, tmp_path):
+    """Rows measured after a resume (here: more subnets added to the file in one group) are put at
+    the level of the file's first group, with the file's anchor."""
+    opts = ["--space", str(space_file), "--runs", "4", "--rounds", "2", "--warmup", "1", "--src-len", "6",
+            "--vocab-size", "40", "--group", "2", "--no-progress"]
+    out = tmp_path / "lat.jsonl"
+    assert main(["latency", *opts, "-n", "3", "--out", str(out)]) == 0
+    first = read_jsonl(out)
+    assert main(["latency", *opts, "-n", "5", "--out", str(out)]) == 0  # two more: one group
+    rows = read_jsonl(out)
+    assert rows[:3] == first and len(rows) == 5
+    for r in rows[3:]:
+        assert r["anchor"]["subnet"] == first[0]["anchor"]["subnet"]
+        assert r["anchor"]["ref_ms"] == first[0]["anchor"]["ref_ms"]
+        assert r["drift_corrected_ms"] == pytest.approx(r["latency_ms"] * r["anchor"]["ref_ms"] / r["anchor"]["ms"])

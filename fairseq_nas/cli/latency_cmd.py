@@ -70,6 +70,11 @@ def add_parser(sub) -> None:
                         "also capped by --group-memory) (default 32)")
     p.add_argument("--group-memory", type=float, default=4.0, metavar="GB",
                    help="rounds protocol: at most this many GB of model weights in one group (default 4)")
+    p.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=True,
+                   help="rounds protocol, more than one group: time one subnet (the list's median-size one) in "
+                        "every group too, and give each row drift_corrected_ms, its latency at the anchor's "
+                        "level in the file's first group (the machine's speed drifts between groups; "
+                        "latency_ms stays as measured) (default on)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress (a bar on a terminal, else a line every 10%%)")
     p.add_argument("--out", required=True, metavar="latency.jsonl", help="JSON lines output (appended, resumable)")
@@ -207,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         vocab = parse_vocab_size(args.vocab_size)
 
     logging.getLogger("fairseq").setLevel(logging.WARNING)
+    from fairseq_nas.latency.anchor import anchor_of_rows, annotate, choose_anchor
     from fairseq_nas.latency.host import LoadMeter, pinned
     from fairseq_nas.latency.measure import DTYPES, device_name, measure_many
     from fairseq_nas.latency.store import LatencyStore, RoundLog, rounds_path, row_key
@@ -247,15 +253,46 @@ def run(args: argparse.Namespace) -> int:
             prior[(r, i)] = [dict(e) for e in log.rounds(k, min(log.done(k), n_rounds))]
     host = prepare_host(args, "latency") if todo else {"cores": None, "malloc": None, "load": None}
     stamp = {"share_all_embeddings": share, "cores": host["cores"], "malloc": host["malloc"]}
-    remaining = sum(n_rounds - len(prior.get((r, i), [])) for r, i, _ in todo)
-    bar = Progress("latency", total=remaining, unit="round", disable=args.no_progress)
     bytes_per = DTYPES[protocol.dtype].itemsize
 
+    def size_of(s) -> float:
+        return count_params(s, space, vocab.src, vocab.tgt, share, args.untie_decoder_output) * bytes_per
+
+    plan = []  # per pass: its groups of ((repeat, index), subnet)
+    for rep in range(args.repeat):
+        items = [((r, i), s) for r, i, s in todo if r == rep]
+        if protocol.protocol == "rounds":
+            plan.append(_groups(items, [size_of(s) for _, s in items], args.group, args.group_memory * 1e9))
+        else:
+            plan.append([items] if items else [])
+    earlier = anchor_of_rows(store.rows.values())
+    anchor = None
+    if protocol.protocol == "rounds" and args.anchor and todo and (earlier or sum(map(len, plan)) > 1):
+        anchor = earlier[0] if earlier else choose_anchor([s for _, s in selected],
+                                                          [size_of(s) for _, s in selected])
+    drift = {"ref_ms": earlier[1] if earlier else None, "levels": {}}  # anchor key -> its latency_ms
+    group_of = {}
+    if anchor is not None:
+        for rep, groups in enumerate(plan):
+            for g, group in enumerate(groups):
+                akey = ("anchor", rep, g)
+                group.insert(0, (akey, anchor))  # first, so its row is done before the others in a round
+                group_of.update({k: akey for k, _ in group[1:]})
+    remaining = sum(n_rounds - len(prior.get((r, i), [])) for r, i, _ in todo) + n_rounds * len(set(group_of.values()))
+    bar = Progress("latency", total=remaining, unit="round", disable=args.no_progress)
+
     def on_round(key, rnd: int, entry: dict) -> None:
-        if log is not None:
+        if log is not None and key in subnet_of:  # the anchor's rounds are not rows: not kept
             log.append(subnet_of[key].to_dict(), key[0], rnd, entry, entry.get("load"))
 
     def on_done(key, row: dict) -> None:
+        if key not in subnet_of:  # the anchor of a group
+            drift["levels"][key] = row["latency_ms"]
+            if drift["ref_ms"] is None:
+                drift["ref_ms"] = row["latency_ms"]
+            return
+        if anchor is not None:
+            annotate(row, anchor, drift["levels"].get(group_of.get(key)), drift["ref_ms"])
         r, i = key
         load = dict(row.pop("load") or {})
         load["before"] = host["load"]
@@ -268,14 +305,7 @@ def run(args: argparse.Namespace) -> int:
     meter = LoadMeter()
     try:
         with pinned(host["cores"]):
-            for rep in range(args.repeat):
-                items = [((r, i), s) for r, i, s in todo if r == rep]
-                if protocol.protocol == "rounds":
-                    sizes = [count_params(s, space, vocab.src, vocab.tgt, share, args.untie_decoder_output) * bytes_per
-                             for _, s in items]
-                    groups = _groups(items, sizes, args.group, args.group_memory * 1e9)
-                else:
-                    groups = [items]
+            for groups in plan:
                 for group in groups:
                     measure_many(group, space, vocab.src, vocab.tgt, protocol, share, args.untie_decoder_output,
                                  prior=prior, on_round=on_round, on_done=on_done, progress=lambda: bar.update(1),
@@ -284,6 +314,11 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     _summary(args, out, store, selected, len(todo), already, device_name(args.device), row_key, protocol)
+    levels = list(drift["levels"].values())
+    if levels:
+        rel = [v / drift["ref_ms"] - 1 for v in levels]
+        print(f"anchor (timed in each of {len(levels)} group(s)): its latency {min(rel):+.1%} to {max(rel):+.1%} "
+              f"of the first group's {drift['ref_ms']:.3f} ms; rows' drift_corrected_ms put every group at that level")
     return 0
 
 
