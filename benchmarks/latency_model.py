@@ -106,9 +106,10 @@ def evaluate(target: str, X: np.ndarray, H: np.ndarray, names: list[str], y: np.
                   f"{mean['mean_abs_rel_error']:>9.2%} {mean['kendall_tau']:>7.3f}")
     ahead = all(table[NEW, n][k] > max(table[b, n][k] for b in BASELINES)
                 for n in args.train_sizes for k in ("within_5pct", "within_10pct"))
+    # a share of whole predictions (e.g. 162 of 180 held out over 3 draws): 0.9 must not miss by rounding
     at100 = table.get((NEW, 100), {}).get("within_10pct")
     print(f"  ahead of every baseline at every N (within 5% and 10%): {'met' if ahead else 'NOT met'}; "
-          + (f"within 10% at N=100: {at100:.1%} (target 90%) -> {'met' if at100 >= 0.9 else 'NOT met'}"
+          + (f"within 10% at N=100: {at100:.1%} (target 90%) -> {'met' if at100 >= 0.9 - 1e-9 else 'NOT met'}"
              if at100 is not None else ""))
     return {f"{label}@{n}": v for (label, n), v in table.items()}
 
