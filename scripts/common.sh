@@ -193,7 +193,7 @@ st_rank() {
     mark "$WORK/ranker/DONE"
 }
 st_latency_model() {
-    run "$NAS" rank "$WORK/latency/latency.jsonl" --target latency_ms --space "$SPACE" \
+    run "$NAS" rank "$WORK/latency/latency.jsonl" --target drift_corrected_ms --space "$SPACE" \
         --out "$WORK/latency_model" "${X_RANK[@]}"
     mark "$WORK/latency_model/DONE"
 }
@@ -372,7 +372,7 @@ stages resume from their last checkpoint, latency and collect from their last ro
   latency        fairseq-nas latency: 2000 subnets measured on DEVICE    latency/DONE
   collect        fairseq-nas collect: inherited-weight valid loss of 300 subnets  collect/DONE
   rank           fairseq-nas rank archs.jsonl --prune --theta 1.15       ranker/DONE
-  latency_model  fairseq-nas rank latency.jsonl --target latency_ms      latency_model/DONE
+  latency_model  fairseq-nas rank latency.jsonl --target drift_corrected_ms latency_model/DONE
   search         fairseq-nas search in ranker/pruned_space.yaml under LATENCY_MS  search/best.json
   export         fairseq-nas export of search/best.json                  subnet.pt
   finetune       fairseq-train --arch nas_subnet from the inherited weights, 30k updates

@@ -175,7 +175,7 @@ fairseq-nas collect "$DATA" --supernet "$SUPERNET" --space "$SPACE" -n "$N_COLLE
     --eval-sentences "$EVAL_SENTS" --cpu --out "$OUT/archs.jsonl" --no-progress | tail -2
 
 stage "5. rank: latency model; pairwise GBDT ranker, importance, pruned space"
-fairseq-nas rank "$OUT/latency.jsonl" --target latency_ms --space "$SPACE" --refit \
+fairseq-nas rank "$OUT/latency.jsonl" --target drift_corrected_ms --space "$SPACE" --refit \
     --out "$OUT/latency_model" > "$OUT/latency_model.txt"
 grep -iE "tau|within|latency" "$OUT/latency_model.txt" | head -6 || true
 # hardware-aware pruning (RankNAS): groups that matter for latency stay searchable too

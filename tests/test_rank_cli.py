@@ -163,6 +163,26 @@ def test_rank_latency_target_fits_a_latency_model_that_search_accepts(tmp_path, 
     assert metrics["kendall_tau"] > 0.5 and metrics["within_10pct"] > 0.5  # predicts ms, not a negated score
 
 
+@pytest.mark.parametrize("target", ["drift_corrected_ms", "total_ms.median"])
+def test_rank_on_other_latency_fields_fits_the_latency_model(tmp_path, capsys, target):
+    """`latency` rows' drift-corrected latency (what the recipes fit on) and a dotted time field are
+    latency targets too: a LatencyModel, not an architecture ranker."""
+    from fairseq_nas.ranking import LatencyModel, load_ranker
+
+    space = load_space("hat_iwslt14")
+    rows_path = tmp_path / "latency.jsonl"
+    rows = _write_rows(rows_path, 40, space, target="latency_ms")
+    for r in rows:
+        ms = 20.0 - 5.0 * r.pop("latency_ms")
+        r["drift_corrected_ms"], r["total_ms"] = ms, {"median": ms}
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "lat"
+    assert main(["rank", str(rows_path), "--target", target, "--out", str(out)]) == 0
+    assert f"latency model: linear + GBDT latency model on {target}" in capsys.readouterr().out
+    assert isinstance(load_ranker(out / "ranker"), LatencyModel)
+    assert json.loads((out / "metrics.json").read_text())["use_case"] == "latency model"
+
+
 def test_prune_keeps_the_groups_another_run_found_important(tmp_path, capsys):
     """Hardware-aware pruning: a group that does not matter for the loss but does for latency
     (here enc.heads, from a latency model's importance.json) stays searchable."""

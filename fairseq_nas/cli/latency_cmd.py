@@ -293,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
             return
         if anchor is not None:
             annotate(row, anchor, drift["levels"].get(group_of.get(key)), drift["ref_ms"])
+        else:  # one group, the block protocol or --no-anchor: no drift between groups was measured
+            row["drift_corrected_ms"] = row["latency_ms"]
         r, i = key
         load = dict(row.pop("load") or {})
         load["before"] = host["load"]

@@ -105,7 +105,10 @@ def make_ranker(objective: str, seed: int):
 
 
 def use_case(target: str) -> str:
-    return "latency model" if "latency" in target.lower() else "architecture ranker"
+    """A latency target (latency_ms, drift_corrected_ms, total_ms.median, ...: a time in ms) fits
+    the latency model; anything else an architecture ranker."""
+    name = target.lower()
+    return "latency model" if "latency" in name or "_ms" in name else "architecture ranker"
 
 
 def _fit(objective: str, seed: int, X, y, names) -> tuple[Any, float]:

@@ -10,8 +10,10 @@ latency at the anchor's level in the first group of the file:
 
     drift_corrected_ms = latency_ms * anchor.ref_ms / anchor.ms
 
-`latency_ms` itself stays what was measured. Fit a latency model on the corrected figures with
-`fairseq-nas rank latency.jsonl --target drift_corrected_ms`.
+`latency_ms` itself stays what was measured. Rows measured without an anchor (one group, the
+block protocol, --no-anchor) have `drift_corrected_ms` equal to `latency_ms` and no `anchor`, so
+`fairseq-nas rank latency.jsonl --target drift_corrected_ms` (what the recipes and the demo fit
+the latency model on) works on every file `latency` writes.
 """
 from __future__ import annotations
 
