@@ -11,8 +11,8 @@ inputs; non-causal ones pad K // 2 on each side.
 Full sequences on the CPU run on the native kernels (`native.conv_ops`, conv_kernels.cpp): the
 convolution over the T x B x C memory as it is, vectorised over channels, O(T K), forward and
 backward. Without them (no compiler, FAIRSEQ_NAS_NATIVE_CONV=0, another device) the pure-PyTorch
-paths below compute the same function. The dynamic conv (up to a few hundred tokens) lays each sentence's predicted
-kernels out as T x T band matrices, one per head, and multiplies them with the head's channels
+paths below compute the same function. The dynamic conv (up to a few hundred tokens) lays each
+sentence's predicted kernels out as T x T band matrices, one per head, and multiplies them with the head's channels
 in one batched matmul; the lightweight conv does the same with one band per head where T is
 short for its kernel, and otherwise runs as a depthwise conv2d over the T x B x C memory as it
 is. Decoding steps (and the dynamic conv's long sequences) use windows of the last K inputs.

@@ -5,8 +5,9 @@ loader (g++ and ninja; about 30 s once per machine, then cached under TORCH_EXTE
 `conv_ops()` returns the built module, or None when it cannot be had: no C++ compiler, a failed
 build (logged once, with the reason), or FAIRSEQ_NAS_NATIVE_CONV=0 in the environment. Callers
 then take the pure-PyTorch paths, which compute the same function more slowly. The build uses
--march=native, so the module name carries a digest of this CPU's model and flags: a cache shared
-by different machines never loads a build made for another CPU.
+-march=native, so the module name carries a digest of this CPU's model and flags (and of the torch
+and Python it builds against): a cache shared by different machines or environments never loads
+a build made for another one.
 """
 from __future__ import annotations
 
@@ -27,9 +28,15 @@ ENV_SWITCH = "FAIRSEQ_NAS_NATIVE_CONV"
 _state: dict[str, Optional[ModuleType]] = {}
 
 
-def _cpu_digest() -> str:
-    """The CPU's model name and feature flags (what -march=native compiles for), hashed."""
-    text = platform.machine()
+def _build_digest() -> str:
+    """What a build is only valid for, hashed: the CPU's model name and feature flags (what
+    -march=native compiles for) and the torch and Python it links against (two virtual
+    environments sharing one extension cache would otherwise rebuild over each other's build)."""
+    import sys
+
+    import torch
+
+    text = f"{platform.machine()} {torch.__version__} {Path(torch.__file__).parent} {sys.version}"
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -59,7 +66,7 @@ def _build() -> Optional[ModuleType]:
     # 512-bit vectors where the CPU has them (gcc prefers 256 by default): about 25% faster here
     flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]
     try:
-        return load(name=f"fairseq_nas_conv_{_cpu_digest()}", sources=[str(SOURCE)], extra_cflags=flags,
+        return load(name=f"fairseq_nas_conv_{_build_digest()}", sources=[str(SOURCE)], extra_cflags=flags,
                     extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as err:  # a compiler error, a missing ninja, ...: fall back, say why once
         reason = str(err).strip().splitlines()
