@@ -38,6 +38,23 @@ def test_native_kernels_build_where_a_compiler_exists():
     assert native.conv_ops() is not None
 
 
+def test_a_built_module_is_imported_by_the_next_process_without_building(ops):
+    """Once built (the stamp beside the .so), another process imports the module directly: no
+    build, no ninja run (processes whose environments differ rebuilt over each other before). Here
+    the next process has neither a compiler nor ninja on its PATH, so only a direct import works."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
+            "from fairseq_nas.modules.native import conv_ops; print('module', conv_ops().__file__)")
+    env = dict(os.environ, PATH="/nonexistent")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"module {ops.__file__}" in proc.stdout
+    assert "building the native convolution kernels" not in proc.stdout + proc.stderr
+
+
 def test_switching_the_kernels_off_takes_the_pytorch_path(monkeypatch, ops):
     conv = ElasticLightweightConv(4, 3, causal=False)
     x = torch.randn(5, 2, 8)
